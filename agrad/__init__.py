@@ -1,0 +1,29 @@
+"""agrad: reverse-mode automatic differentiation on the Python array API.
+
+One tape engine runs unchanged on NumPy (CPU), CuPy (CUDA) and any array API
+library; array-api-strict proves that nothing outside the standard is used.
+
+    >>> import agrad
+    >>> x = agrad.tensor(0.5, requires_grad=True)
+    >>> f = agrad.exp(agrad.exp(x) + agrad.exp(x) ** 2)
+    >>> f.backward()
+"""
+
+from . import ops
+from .backend import BackendError, available_backends, get_backend, set_backend, use_backend
+from .ops import *  # noqa: F401,F403 -- the differentiable namespace is the public API
+from .ops import __all__ as _ops_all
+from .tape import Primitive, enable_grad, is_grad_enabled, no_grad, primitive
+from .tensor import Tensor
+
+__version__ = "0.1.0"
+
+float16, float32, float64 = "float16", "float32", "float64"
+int32, int64, bool_ = "int32", "int64", "bool"
+
+__all__ = [
+    "BackendError", "Primitive", "Tensor", "available_backends", "enable_grad", "get_backend",
+    "is_grad_enabled", "no_grad", "ops", "primitive", "set_backend", "use_backend",
+    "float16", "float32", "float64", "int32", "int64", "bool_",
+    *_ops_all,
+]

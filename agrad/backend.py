@@ -1,0 +1,568 @@
+"""Backends, array namespaces, devices and transfers.
+
+This is the only module of agrad that imports numpy, cupy, array_api_compat or
+array_api_strict. Everything else asks the data for its namespace (``xp``) through
+:func:`namespace_of`, and creates new arrays through :func:`creation_namespace`.
+
+A namespace here is an :class:`ArrayNamespace`: the array library's array API
+namespace (via array-api-compat), with the few functions the standard lacks that
+agrad needs (scatter-add, device transfer) and with NumPy's habit of returning
+scalars from 0-D operations smoothed over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import types
+from typing import Any, Iterator
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "ArrayNamespace",
+    "available_backends",
+    "creation_namespace",
+    "describe",
+    "get_backend",
+    "namespace_of",
+    "set_backend",
+    "to_device",
+    "to_numpy",
+    "use_backend",
+]
+
+BACKENDS = ("numpy", "cupy", "array_api_strict")
+_SCALAR_TYPES = (bool, int, float, complex)
+
+
+class BackendError(RuntimeError):
+    """A backend cannot be used here, or arrays of two backends/devices were mixed."""
+
+
+# --------------------------------------------------------------------------- namespaces
+
+
+class ArrayNamespace(types.SimpleNamespace):
+    """An array API namespace plus agrad's extras (``scatter_add``, ``to_device``).
+
+    Attributes are copied from the array-api-compat namespace, so looking one up is a
+    plain instance-dict access (this sits on the hot path of every op).
+    """
+
+    def __repr__(self) -> str:
+        return f"<agrad namespace {self.name}>"
+
+
+def _build_namespace(name: str, module: Any, array_type: type, multi_device: bool) -> ArrayNamespace:
+    attrs = {k: getattr(module, k) for k in dir(module) if not k.startswith("_")}
+    ns = ArrayNamespace(**attrs)
+    ns.name = name
+    ns.array_type = array_type
+    ns.multi_device = multi_device
+    ns.scatter_add = _make_scatter_add(ns)
+    ns.getitem = _make_getitem(ns)
+    ns.to_device = to_device
+    return ns
+
+
+def _numpy_namespace() -> ArrayNamespace:
+    import array_api_compat.numpy as cnp
+
+    ns = _build_namespace("numpy", cnp, np.ndarray, multi_device=False)
+    # numpy 2's own matmul follows the standard and skips a compat wrapper layer.
+    ns.matmul = np.matmul
+    # NumPy reductions and ufuncs on 0-D input return numpy scalars, not arrays;
+    # agrad keeps everything an ndarray so that `.device`, in-place ops etc. work.
+    for red in ("sum", "mean", "max", "min", "prod", "var", "std"):
+        ns.__dict__[red] = _array_result(getattr(cnp, red))
+    return ns
+
+
+def _array_result(fn):
+    def wrapped(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        return out if out.__class__ is np.ndarray else np.asarray(out)
+
+    wrapped.__name__ = fn.__name__
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+def _strict_namespace() -> ArrayNamespace:
+    import array_api_strict
+
+    return _build_namespace("array_api_strict", array_api_strict, type(array_api_strict.asarray(0.0)),
+                            multi_device=True)
+
+
+def _cupy_namespace() -> ArrayNamespace:
+    import array_api_compat.cupy as ccp
+    import cupy
+
+    return _build_namespace("cupy", ccp, cupy.ndarray, multi_device=True)
+
+
+_NAMESPACES: dict[str, ArrayNamespace] = {}
+_BY_TYPE: dict[type, ArrayNamespace | None] = {t: None for t in _SCALAR_TYPES}
+_lock = threading.Lock()
+
+
+def _namespace(name: str) -> ArrayNamespace:
+    ns = _NAMESPACES.get(name)
+    if ns is None:
+        with _lock:
+            ns = _NAMESPACES.get(name)
+            if ns is None:
+                ns = {"numpy": _numpy_namespace, "cupy": _cupy_namespace, "array_api_strict": _strict_namespace}[name]()
+                _NAMESPACES[name] = ns
+                _BY_TYPE[ns.array_type] = ns
+    return ns
+
+
+def _namespace_for_type(x: Any) -> ArrayNamespace | None:
+    """Slow path of :func:`namespace_of`: first sight of an array type."""
+    if isinstance(x, np.generic):
+        ns = _namespace("numpy")
+        _BY_TYPE[type(x)] = ns
+        return ns
+    if isinstance(x, _SCALAR_TYPES):
+        return None
+    if array_api_compat.is_numpy_array(x):
+        return _namespace("numpy")
+    if array_api_compat.is_cupy_array(x):
+        return _namespace("cupy")
+    get_ns = getattr(x, "__array_namespace__", None)
+    if get_ns is not None and array_api_compat.is_array_api_strict_namespace(get_ns()):
+        return _namespace("array_api_strict")
+    raise TypeError(
+        f"agrad cannot use an object of type {type(x).__name__} as an array; "
+        f"pass an agrad.Tensor, a NumPy/CuPy/array-api-strict array or a Python scalar "
+        f"(agrad.tensor(data) converts lists)"
+    )
+
+
+def namespace_of(arrays: Any, op: str = "operation") -> ArrayNamespace | None:
+    """The namespace shared by ``arrays`` (Python scalars are ignored).
+
+    Raises a :class:`BackendError` naming ``op`` when the arrays come from different
+    backends or live on different devices: agrad never copies data silently.
+    Returns None when every entry is a Python scalar.
+    """
+    xp = None
+    first = None
+    by_type = _BY_TYPE
+    for i, a in enumerate(arrays):
+        cls = a.__class__
+        if cls in by_type:
+            ns = by_type[cls]
+        else:
+            ns = _namespace_for_type(a)
+        if ns is None:
+            continue
+        if xp is None:
+            xp, first, first_i = ns, a, i
+        elif ns is not xp:
+            raise _mixed_error(op, first_i, first, i, a)
+        elif ns.multi_device and a.device != first.device:
+            raise _mixed_error(op, first_i, first, i, a)
+    return xp
+
+
+def _mixed_error(op: str, i: int, a: Any, j: int, b: Any) -> BackendError:
+    return BackendError(
+        f"agrad.{op}: argument {i} is {describe(a)} but argument {j} is {describe(b)}. "
+        f"agrad never copies between backends or devices silently: move one of them first, "
+        f"e.g. `b = b.to(a.device)` or `agrad.to_device(b, a.device)`."
+    )
+
+
+def is_numpy_array(x: Any) -> bool:
+    return isinstance(x, (np.ndarray, np.generic))
+
+
+def describe(x: Any) -> str:
+    """'a numpy float32 array of shape (2, 3) on cpu' -- for error messages."""
+    try:
+        ns = _BY_TYPE.get(type(x)) or _namespace_for_type(x)
+    except TypeError:
+        return f"a {type(x).__name__}"
+    if ns is None:
+        return f"the Python scalar {x!r}"
+    return f"a {ns.name} {_dtype_name(x.dtype)} array of shape {tuple(x.shape)} on {device_name(x)}"
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(getattr(dtype, "name", dtype)).replace("array_api_strict.", "")
+
+
+def device_name(x: Any) -> str:
+    """A readable name of the device ``x`` lives on: 'cpu', 'cuda:0', 'device1'..."""
+    dev = array_api_compat.device(x)
+    if array_api_compat.is_cupy_array(x):
+        return f"cuda:{dev.id}"
+    name = getattr(dev, "name", None)  # array_api_strict.Device
+    if isinstance(name, str):
+        return name
+    return str(dev)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def _cupy_status() -> tuple[bool, str]:
+    """Whether CuPy imports and sees a CUDA device; if not, why not."""
+    try:
+        import cupy
+    except Exception as exc:  # a broken CuPy install raises more than ImportError
+        return False, (
+            f"CuPy is not installed or does not import ({type(exc).__name__}: {exc}). "
+            f"Install it with `pip install 'agrad[cuda12]'` or `pip install 'agrad[cuda13]'` "
+            f"(matching your CUDA driver)."
+        )
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return False, (
+            f"CuPy is installed but no CUDA device or driver is usable ({type(exc).__name__}: {exc}). "
+            f"Run on a machine with an NVIDIA GPU and driver, or use the 'numpy' backend."
+        )
+    if count < 1:
+        return False, "CuPy is installed but no CUDA device is present; use the 'numpy' backend."
+    return True, ""
+
+
+def _strict_status() -> tuple[bool, str]:
+    try:
+        import array_api_strict  # noqa: F401
+    except ImportError:
+        return False, "array-api-strict is not installed: `pip install array-api-strict` (or agrad[test])."
+    return True, ""
+
+
+def backend_status(name: str) -> tuple[bool, str]:
+    """(usable, reason) for a backend name."""
+    if name == "numpy":
+        return True, ""
+    if name == "cupy":
+        return _cupy_status()
+    if name == "array_api_strict":
+        return _strict_status()
+    return False, f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}"
+
+
+def available_backends() -> list[str]:
+    """The backends usable on this machine, e.g. ``['numpy', 'array_api_strict']``."""
+    return [name for name in BACKENDS if backend_status(name)[0]]
+
+
+class _Selection(threading.local):
+    override: list[str]
+
+    def __init__(self) -> None:
+        self.override = []
+
+
+_selection = _Selection()
+_global_backend = "numpy"
+
+
+def _check(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"agrad.set_backend: backend name must be a string, got {type(name).__name__}")
+    ok, why = backend_status(name)
+    if not ok:
+        raise BackendError(f"agrad cannot use the {name!r} backend: {why}")
+    return name
+
+
+def set_backend(name: str) -> None:
+    """Select the backend that creates new arrays: 'numpy', 'cupy' or 'array_api_strict'.
+
+    Operations always follow their inputs; the backend only decides where new arrays
+    (``agrad.tensor``, ``agrad.zeros``, initialisation, datasets) are created.
+    """
+    global _global_backend
+    _global_backend = _check(name)
+    _namespace(name)
+
+
+def get_backend() -> str:
+    """The backend new arrays are created on in this thread."""
+    return _selection.override[-1] if _selection.override else _global_backend
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Context manager selecting a backend for the current thread only."""
+    _check(name)
+    _namespace(name)
+    _selection.override.append(name)
+    try:
+        yield
+    finally:
+        _selection.override.pop()
+
+
+def creation_namespace(backend: str | None = None) -> ArrayNamespace:
+    """Namespace of the selected (or named) backend, for creating new arrays."""
+    name = backend or get_backend()
+    ns = _NAMESPACES.get(name)
+    return ns if ns is not None else _namespace(_check(name))
+
+
+_env_backend = os.environ.get("AGRAD_BACKEND")
+if _env_backend:
+    set_backend(_env_backend)
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def resolve_device(xp: ArrayNamespace, device: Any) -> Any:
+    """Turn 'cpu', 'cuda', 'cuda:N', 'device1'... into ``xp``'s device object."""
+    if device is None or not isinstance(device, str):
+        return device
+    name = device.lower()
+    if xp.name == "numpy":
+        if name == "cpu":
+            return "cpu"
+    elif xp.name == "cupy":
+        import cupy
+
+        if name in ("cuda", "gpu"):
+            return cupy.cuda.Device()
+        if name.startswith("cuda:") and name[5:].isdigit():
+            n = int(name[5:])
+            count = cupy.cuda.runtime.getDeviceCount()
+            if n >= count:
+                raise BackendError(f"agrad: device {device!r} does not exist; this machine has {count} CUDA device(s)")
+            return cupy.cuda.Device(n)
+    elif xp.name == "array_api_strict":
+        import array_api_strict
+
+        if name in ("cpu", "cpu_device"):
+            return array_api_strict.Device("CPU_DEVICE")
+        if device in ("device1", "device2", "no_float64"):
+            return array_api_strict.Device(device)
+    raise BackendError(
+        f"agrad: the {xp.name} backend has no device {device!r}; "
+        f"use 'cpu' for numpy, 'cuda' or 'cuda:N' for cupy, 'cpu', 'device1' or 'device2' for array_api_strict"
+    )
+
+
+def to_device(x: Any, device: Any) -> Any:
+    """Move a raw array to ``device`` ('cpu', 'cuda', 'cuda:N', or a device object).
+
+    NumPy <-> CuPy transfers change backend ('cuda...' from NumPy gives a CuPy array,
+    'cpu' from CuPy a NumPy array); array_api_strict moves between its own devices.
+    """
+    xp = namespace_of((x,), "to_device")
+    if xp is None:
+        raise TypeError(f"agrad.to_device: expected an array, got {describe(x)}")
+    dev_str = device.lower() if isinstance(device, str) else None
+    if xp.name == "numpy":
+        if dev_str is not None and dev_str.startswith(("cuda", "gpu")):
+            return _numpy_to_cupy(x, device)
+        if dev_str == "cpu" or device == "cpu":
+            return x
+        if _is_cupy_device(device):
+            return _numpy_to_cupy(x, device)
+        raise BackendError(f"agrad.to_device: cannot move {describe(x)} to {device!r}")
+    if xp.name == "cupy":
+        if dev_str == "cpu" or device == "cpu":
+            return x.get()
+        target = resolve_device(xp, device)
+        if not _is_cupy_device(target):
+            raise BackendError(f"agrad.to_device: cannot move {describe(x)} to {device!r}")
+        return _cupy_to_cupy(x, target)
+    target = resolve_device(xp, device)
+    if target is None:
+        return x
+    if x.device == target:
+        return x
+    return x.to_device(target)
+
+
+def _is_cupy_device(device: Any) -> bool:
+    return type(device).__module__.startswith("cupy")
+
+
+def _numpy_to_cupy(x: Any, device: Any) -> Any:
+    ok, why = _cupy_status()
+    if not ok:
+        raise BackendError(f"agrad.to_device: cannot move data to {device!r}: {why}")
+    import cupy
+
+    target = resolve_device(_namespace("cupy"), device) if isinstance(device, str) else device
+    with target:
+        return cupy.asarray(x)
+
+
+def _cupy_to_cupy(x: Any, target: Any) -> Any:
+    import cupy
+
+    if x.device.id == target.id:
+        return x
+    x = cupy.ascontiguousarray(x)
+    with target:
+        out = cupy.empty_like(x)
+    # An explicit peer copy: cupy.asarray under another device would keep x as is.
+    out.data.copy_from_device(x.data, x.nbytes)
+    return out
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A host NumPy copy of any backend's array."""
+    xp = namespace_of((x,), "numpy")
+    if xp is None:
+        return np.asarray(x)
+    if xp.name == "numpy":
+        return np.array(x, copy=True)
+    if xp.name == "cupy":
+        return x.get()
+    return np.array(np.from_dlpack(x.to_device(resolve_device(xp, "cpu"))), copy=True)
+
+
+def host_namespace() -> ArrayNamespace:
+    """The NumPy namespace, for host-side work (finite differences, data files)."""
+    return _namespace("numpy")
+
+
+def host_rng(seed: int | None = None) -> np.random.Generator:
+    """A seeded host random generator: draw on the host, then move, for the same
+    numbers on every backend (the array API has no random numbers)."""
+    return np.random.default_rng(seed)
+
+
+def from_numpy(a: np.ndarray, backend: str | None = None, device: Any = None) -> Any:
+    """Put a host NumPy array on ``backend`` (default: the selected one) and ``device``."""
+    xp = creation_namespace(backend)
+    a = np.asarray(a)
+    if xp.name == "numpy":
+        if device not in (None, "cpu"):
+            raise BackendError(f"agrad: the numpy backend has no device {device!r}; use 'cpu'")
+        return a
+    if xp.name == "cupy":
+        return _numpy_to_cupy(a, device if device is not None else "cuda")
+    out = xp.asarray(a)
+    target = resolve_device(xp, device)
+    return out if target is None else out.to_device(target)
+
+
+def default_device(xp: ArrayNamespace) -> Any:
+    if xp.name == "cupy":
+        import cupy
+
+        return cupy.cuda.Device()
+    if xp.name == "array_api_strict":
+        return resolve_device(xp, "cpu")
+    return "cpu"
+
+
+def resolve_dtype(xp: ArrayNamespace, dtype: Any) -> Any:
+    """Accept 'float32', agrad.float32 or a backend dtype; return ``xp``'s dtype."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        try:
+            return getattr(xp, dtype)
+        except AttributeError:
+            raise TypeError(f"agrad: unknown dtype {dtype!r} for the {xp.name} backend") from None
+    name = getattr(dtype, "name", None)
+    if xp.name == "numpy" or name is None:
+        return dtype
+    if isinstance(dtype, type) and issubclass(dtype, np.generic):
+        return getattr(xp, np.dtype(dtype).name)
+    return getattr(xp, str(name).replace("array_api_strict.", ""), dtype)
+
+
+# --------------------------------------------------------------------------- scatter-add
+
+
+def _make_scatter_add(xp: ArrayNamespace):
+    """``scatter_add(g, shape, key)``: zeros(shape) with g added at key, repeats summed.
+
+    The standard's ``z[idx] += g`` silently drops repeated indices, so each backend
+    gets the right tool: np.add.at, cupyx.scatter_add, or a portable one-hot product.
+    """
+
+    def scatter_add(g: Any, shape: tuple, key: tuple) -> Any:
+        if xp.name == "cupy":
+            with g.device:  # compat's cupy creation ignores device=, see ARRAY_API_NOTES
+                z = xp.zeros(shape, dtype=g.dtype)
+        else:
+            z = xp.zeros(shape, dtype=g.dtype, device=g.device)
+        if not any(_is_index_array(k) for k in key):
+            # Basic indexing selects each element at most once, so assignment is exact.
+            # The standard forbids None in setitem: drop the new axes from g instead.
+            if any(k is None for k in key):
+                key = tuple(k for k in key if k is not None)
+                g = xp.reshape(g, tuple(z[key].shape))
+            z[key] = g
+            return z
+        if xp.name == "numpy":
+            np.add.at(z, key, g)
+        elif xp.name == "cupy":
+            import cupyx
+
+            cupyx.scatter_add(z, key, g)
+        else:
+            z = _portable_scatter_add(xp, z, g, key)
+        return z
+
+    return scatter_add
+
+
+def _make_getitem(xp: ArrayNamespace):
+    """``getitem(x, key)``: ``x[key]``, also where the standard is narrower than NumPy.
+
+    The standard (and array-api-strict) only allows an integer index array when every
+    other index is an array or an int; ``x[idx, ...]`` / ``x[:, idx]`` are spelled
+    with ``take`` there.
+    """
+
+    def getitem(x: Any, key: tuple) -> Any:
+        if xp.name in ("numpy", "cupy"):
+            return x[key]
+        arrays = [i for i, k in enumerate(key) if _is_index_array(k)]
+        if len(arrays) != 1:
+            return x[key]
+        pos = arrays[0]
+        rest = [k for i, k in enumerate(key) if i != pos]
+        if any(not (k is Ellipsis or k == slice(None)) for k in rest) or sum(k is Ellipsis for k in key[:pos]):
+            return x[key]
+        idx = key[pos]
+        out = xp.take(x, xp.reshape(idx, (-1,)), axis=pos)
+        return xp.reshape(out, tuple(x.shape[:pos]) + tuple(idx.shape) + tuple(x.shape[pos + 1:]))
+
+    return getitem
+
+
+def _is_index_array(k: Any) -> bool:
+    return not isinstance(k, (int, slice, type(None), type(Ellipsis)))
+
+
+def _portable_scatter_add(xp: ArrayNamespace, z: Any, g: Any, key: tuple) -> Any:
+    """Exact scatter-add with standard functions only: a one-hot matrix product.
+
+    Uses O(len(indices) * z.size) memory, processed in chunks; only backends with no
+    native scatter-add (e.g. array-api-strict) take this path.
+    """
+    size = 1
+    for s in z.shape:
+        size *= s
+    positions = xp.getitem(xp.reshape(xp.arange(size, device=z.device), z.shape), key)
+    flat_pos = xp.reshape(positions, (-1,))
+    flat_g = xp.reshape(xp.broadcast_to(g, positions.shape), (-1,))
+    total = xp.zeros((size,), dtype=g.dtype, device=z.device)
+    cells = xp.arange(size, device=z.device)
+    chunk = max(1, (1 << 22) // max(size, 1))
+    n = flat_pos.shape[0]
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        one_hot = xp.astype(flat_pos[start:stop, None] == cells[None, :], g.dtype)
+        total = total + xp.matmul(flat_g[None, start:stop], one_hot)[0, ...]
+    return xp.reshape(total, z.shape)

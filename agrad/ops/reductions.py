@@ -1,0 +1,154 @@
+"""Reductions (sum, mean, var, max, min, logsumexp) and softmax / log_softmax."""
+
+from __future__ import annotations
+
+import builtins
+
+from ..tape import primitive
+
+
+def normalize_axis(axis, ndim: int, op: str) -> tuple:
+    """``axis`` (None, int or tuple) as a sorted tuple of non-negative ints."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        if not isinstance(a, int) or not -ndim <= a < builtins.max(ndim, 1):
+            raise ValueError(f"agrad.{op}: axis {a!r} is out of range for a {ndim}-D input")
+        out.append(a % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise ValueError(f"agrad.{op}: repeated axis in {axis!r}")
+    return tuple(sorted(out))
+
+
+def _kept_shape(shape: tuple, axes: tuple) -> tuple:
+    return tuple(1 if i in axes else s for i, s in enumerate(shape))
+
+
+def _expand(xp, g, x, axes, keepdims):
+    """Reshape a reduced gradient so that it broadcasts against ``x``."""
+    return g if keepdims else xp.reshape(g, _kept_shape(tuple(x.shape), axes))
+
+
+def _count(shape, axes) -> int:
+    n = 1
+    for a in axes:
+        n *= shape[a]
+    return n
+
+
+# Reductions receive ``axis`` already normalised to a tuple by the public wrappers.
+
+_sum = primitive(
+    "sum", lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims),
+    lambda xp, g, ans, x, axis, keepdims: xp.broadcast_to(_expand(xp, g, x, axis, keepdims), tuple(x.shape)),
+)
+_mean = primitive(
+    "mean", lambda xp, x, axis, keepdims: xp.mean(x, axis=axis, keepdims=keepdims),
+    lambda xp, g, ans, x, axis, keepdims: xp.broadcast_to(
+        _expand(xp, g, x, axis, keepdims) / _count(tuple(x.shape), axis), tuple(x.shape)),
+)
+
+
+def _var_vjp(xp, g, ans, x, axis, keepdims, correction):
+    n = _count(tuple(x.shape), axis)
+    centred = x - xp.mean(x, axis=axis, keepdims=True)
+    return _expand(xp, g, x, axis, keepdims) * centred * (2.0 / (n - correction))
+
+
+_var = primitive(
+    "var", lambda xp, x, axis, keepdims, correction: xp.var(x, axis=axis, keepdims=keepdims, correction=correction),
+    _var_vjp,
+)
+
+
+def _extremum_vjp(xp, g, ans, x, axis, keepdims):
+    # Ties share the gradient equally: each maximal element gets g / (number of ties).
+    hit = xp.astype(x == _expand(xp, ans, x, axis, keepdims), x.dtype)
+    share = hit / xp.sum(hit, axis=axis, keepdims=True)
+    return _expand(xp, g, x, axis, keepdims) * share
+
+
+_max = primitive("max", lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims), _extremum_vjp)
+_min = primitive("min", lambda xp, x, axis, keepdims: xp.min(x, axis=axis, keepdims=keepdims), _extremum_vjp)
+
+
+def _logsumexp(xp, x, axis, keepdims):
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0.0)  # all -inf (or inf) rows: keep them exact
+    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else xp.reshape(out, tuple(s for i, s in enumerate(out.shape) if i not in axis))
+
+
+_logsumexp_p = primitive(
+    "logsumexp", _logsumexp,
+    lambda xp, g, ans, x, axis, keepdims: _expand(xp, g, x, axis, keepdims)
+    * xp.exp(x - _expand(xp, ans, x, axis, keepdims)),
+)
+
+
+def _softmax(xp, x, axis):
+    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+_softmax_p = primitive(
+    "softmax", _softmax,
+    lambda xp, g, ans, x, axis: ans * (g - xp.sum(g * ans, axis=axis, keepdims=True)),
+)
+
+
+def _log_softmax(xp, x, axis):
+    shifted = x - xp.max(x, axis=axis, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+_log_softmax_p = primitive(
+    "log_softmax", _log_softmax,
+    lambda xp, g, ans, x, axis: g - xp.exp(ans) * xp.sum(g, axis=axis, keepdims=True),
+)
+
+
+def _ndim(x) -> int:
+    return len(x.shape) if hasattr(x, "shape") else 0
+
+
+def sum(x, axis=None, keepdims: bool = False):
+    """Sum over ``axis`` (None: all axes)."""
+    return _sum(x, axis=normalize_axis(axis, _ndim(x), "sum"), keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims: bool = False):
+    """Arithmetic mean over ``axis``."""
+    return _mean(x, axis=normalize_axis(axis, _ndim(x), "mean"), keepdims=keepdims)
+
+
+def var(x, axis=None, correction: float = 0.0, keepdims: bool = False):
+    """Variance over ``axis`` with ``correction`` degrees of freedom (0: population)."""
+    return _var(x, axis=normalize_axis(axis, _ndim(x), "var"), keepdims=keepdims, correction=correction)
+
+
+def max(x, axis=None, keepdims: bool = False):
+    """Maximum over ``axis``. Tied maxima share the gradient equally."""
+    return _max(x, axis=normalize_axis(axis, _ndim(x), "max"), keepdims=keepdims)
+
+
+def min(x, axis=None, keepdims: bool = False):
+    """Minimum over ``axis``. Tied minima share the gradient equally."""
+    return _min(x, axis=normalize_axis(axis, _ndim(x), "min"), keepdims=keepdims)
+
+
+def logsumexp(x, axis=None, keepdims: bool = False):
+    """log(sum(exp(x))) over ``axis``, computed stably (finite for inputs of +-1e4)."""
+    return _logsumexp_p(x, axis=normalize_axis(axis, _ndim(x), "logsumexp"), keepdims=keepdims)
+
+
+def softmax(x, axis: int = -1):
+    """exp(x) / sum(exp(x)) along ``axis``, computed stably."""
+    return _softmax_p(x, axis=normalize_axis(axis, _ndim(x), "softmax"))
+
+
+def log_softmax(x, axis: int = -1):
+    """x - logsumexp(x) along ``axis``, computed stably."""
+    return _log_softmax_p(x, axis=normalize_axis(axis, _ndim(x), "log_softmax"))

@@ -1,0 +1,202 @@
+"""Shape operations: reshape, permute_dims, expand_dims, squeeze, broadcast_to,
+concat, stack, indexing and take. Their VJPs move the gradient back into place;
+indexing's VJP is a scatter-add that sums repeated indices.
+"""
+
+from __future__ import annotations
+
+from .. import backend
+from ..tape import Primitive, primitive
+from ..tensor import Tensor
+from .reductions import normalize_axis
+
+_reshape = primitive(
+    "reshape", lambda xp, x, shape: xp.reshape(x, shape),
+    lambda xp, g, ans, x, shape: xp.reshape(g, tuple(x.shape)),
+)
+
+
+def reshape(x, shape):
+    """Give ``x`` a new shape with the same number of elements (one entry may be -1)."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    size = 1
+    for s in x.shape:
+        size *= s
+    known = 1
+    for s in shape:
+        if s != -1:
+            known *= s
+    if (-1 in shape and (known == 0 or size % known)) or (-1 not in shape and known != size):
+        raise ValueError(f"agrad.reshape: cannot reshape an array of shape {tuple(x.shape)} ({size} elements) "
+                         f"into shape {shape}")
+    return _reshape(x, shape=shape)
+
+
+_permute_dims = primitive(
+    "permute_dims", lambda xp, x, axes: xp.permute_dims(x, axes),
+    lambda xp, g, ans, x, axes: xp.permute_dims(g, tuple(sorted(range(len(axes)), key=axes.__getitem__))),
+)
+
+
+def permute_dims(x, axes):
+    """Reorder the axes of ``x`` (``axes`` is a permutation of range(x.ndim))."""
+    axes = tuple(a % x.ndim for a in axes)
+    if sorted(axes) != list(range(x.ndim)):
+        raise ValueError(f"agrad.permute_dims: {axes} is not a permutation of the {x.ndim} axes of shape "
+                         f"{tuple(x.shape)}")
+    return _permute_dims(x, axes=axes)
+
+
+_expand_dims = primitive(
+    "expand_dims", lambda xp, x, axis: xp.expand_dims(x, axis=axis),
+    lambda xp, g, ans, x, axis: xp.reshape(g, tuple(x.shape)),
+)
+
+
+def expand_dims(x, axis: int = 0):
+    """Insert an axis of length 1 at ``axis``."""
+    if not -x.ndim - 1 <= axis <= x.ndim:
+        raise ValueError(f"agrad.expand_dims: axis {axis} is out of range for shape {tuple(x.shape)}")
+    return _expand_dims(x, axis=axis)
+
+
+_squeeze = primitive(
+    "squeeze", lambda xp, x, axis: xp.squeeze(x, axis=axis),
+    lambda xp, g, ans, x, axis: xp.reshape(g, tuple(x.shape)),
+)
+
+
+def squeeze(x, axis):
+    """Remove axes of length 1."""
+    axes = normalize_axis(axis, x.ndim, "squeeze")
+    for a in axes:
+        if x.shape[a] != 1:
+            raise ValueError(f"agrad.squeeze: axis {a} of shape {tuple(x.shape)} has length {x.shape[a]}, not 1")
+    return _squeeze(x, axis=axes)
+
+
+_broadcast_to = primitive(
+    "broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape),
+    lambda xp, g, ans, x, shape: g,  # the engine sums g back to x's shape
+)
+
+
+def broadcast_to(x, shape):
+    """Broadcast ``x`` to ``shape`` (a read-only view)."""
+    shape = tuple(shape)
+    xs = tuple(x.shape)
+    ok = len(shape) >= len(xs) and all(a in (1, b) for a, b in zip(xs[::-1], shape[::-1]))
+    if not ok:
+        raise ValueError(f"agrad.broadcast_to: cannot broadcast shape {xs} to {shape}")
+    return _broadcast_to(x, shape=shape)
+
+
+def _concat_vjp(i, xp, g, ans, *arrays, axis):
+    start = 0
+    for a in arrays[:i]:
+        start += a.shape[axis]
+    stop = start + arrays[i].shape[axis]
+    key = (slice(None),) * axis + (slice(start, stop),) + (Ellipsis,)
+    return g[key]
+
+
+concat_p = Primitive("concat", lambda xp, *arrays, axis: xp.concat(arrays, axis=axis), vjp_variadic=_concat_vjp)
+
+
+def concat(arrays, axis: int = 0):
+    """Join a sequence of arrays along an existing axis."""
+    arrays = tuple(arrays)
+    if not arrays:
+        raise ValueError("agrad.concat: needs at least one array")
+    nd = arrays[0].ndim
+    axis = normalize_axis(axis, nd, "concat")[0]
+    for a in arrays:
+        s0, s = tuple(arrays[0].shape), tuple(a.shape)
+        if a.ndim != nd or s0[:axis] + s0[axis + 1:] != s[:axis] + s[axis + 1:]:
+            raise ValueError(f"agrad.concat: shapes {s0} and {s} differ outside axis {axis}")
+    return concat_p(*arrays, axis=axis)
+
+
+def _stack_vjp(i, xp, g, ans, *arrays, axis):
+    return g[(slice(None),) * axis + (i,) + (Ellipsis,)]
+
+
+stack_p = Primitive("stack", lambda xp, *arrays, axis: xp.stack(arrays, axis=axis), vjp_variadic=_stack_vjp)
+
+
+def stack(arrays, axis: int = 0):
+    """Join a sequence of same-shaped arrays along a new axis."""
+    arrays = tuple(arrays)
+    if not arrays:
+        raise ValueError("agrad.stack: needs at least one array")
+    for a in arrays:
+        if tuple(a.shape) != tuple(arrays[0].shape):
+            raise ValueError(f"agrad.stack: all shapes must match, got {tuple(arrays[0].shape)} and {tuple(a.shape)}")
+    axis = normalize_axis(axis, arrays[0].ndim + 1, "stack")[0]
+    return stack_p(*arrays, axis=axis)
+
+
+# --------------------------------------------------------------------------- indexing
+
+_getitem = primitive(
+    "getitem", lambda xp, x, key: xp.getitem(x, key),
+    lambda xp, g, ans, x, key: xp.scatter_add(g, tuple(x.shape), key),
+)
+_scatter_add = primitive(
+    "scatter_add", lambda xp, g, shape, key: xp.scatter_add(g, shape, key),
+    lambda xp, gg, ans, g, shape, key: xp.getitem(gg, key),
+)
+
+
+def scatter_add(g, shape, key):
+    """zeros(shape) with ``g`` added at ``key``; repeated indices are summed, not dropped."""
+    return _scatter_add(g, shape=tuple(shape), key=_normalize_key(g, key, len(shape)))
+
+
+def _normalize_key(x, key, ndim: int) -> tuple:
+    """A tuple key of ints, slices, None, Ellipsis and raw integer arrays.
+
+    Lists become arrays on x's backend, Tensors become their data, a boolean mask
+    becomes its nonzero() indices, and a trailing Ellipsis is added when the key
+    names fewer axes than x has (the standard demands it).
+    """
+    if not isinstance(key, tuple):
+        key = (key,)
+    out = []
+    for k in key:
+        if isinstance(k, Tensor):
+            k = k.data
+        if isinstance(k, list):
+            xp = backend.namespace_of((x.data if isinstance(x, Tensor) else x,), "getitem")
+            k = xp.asarray(k, device=x.device)
+        if hasattr(k, "dtype") and not isinstance(k, (int, bool)):
+            xp = backend.namespace_of((x.data if isinstance(x, Tensor) else x, k), "getitem")
+            if k.dtype == xp.bool:
+                out.extend(xp.nonzero(k))
+                continue
+            if not xp.isdtype(k.dtype, "integral"):
+                raise IndexError(f"agrad.getitem: index arrays must be integer or boolean, got dtype {k.dtype}")
+        out.append(k)
+    if not any(k is Ellipsis for k in out):
+        used = sum(1 for k in out if k is not None)
+        if used < ndim:
+            out.append(Ellipsis)
+    return tuple(out)
+
+
+def getitem(x, key):
+    """``x[key]`` with ints, slices, ``...``, ``None``, integer arrays and boolean masks.
+
+    The gradient scatters back with repeated indices summed.
+    """
+    return _getitem(x, key=_normalize_key(x, key, x.ndim))
+
+
+def take(x, indices, axis: int | None = None):
+    """Elements of ``x`` at integer ``indices`` along ``axis`` (as ``xp.take``)."""
+    if axis is None:
+        if x.ndim != 1:
+            raise ValueError(f"agrad.take: axis is required for a {x.ndim}-D input")
+        axis = 0
+    axis = normalize_axis(axis, x.ndim, "take")[0]
+    return getitem(x, (slice(None),) * axis + (indices,) + (Ellipsis,))

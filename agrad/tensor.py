@@ -1,0 +1,212 @@
+"""``Tensor``: an array, its gradient and its place on the tape.
+
+No array library is imported here: the array is whatever backend array the
+Tensor wraps, and every operation goes through :mod:`agrad.ops`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import backend
+
+_ops: Any = None  # agrad.ops, bound when it is imported (it needs this module first)
+_tape: Any = None
+
+
+def _is_floating(xp: Any, dtype: Any) -> bool:
+    return xp.isdtype(dtype, ("real floating", "complex floating"))
+
+
+class Tensor:
+    """A backend array that can record the operations applied to it.
+
+    Attributes:
+        data: the wrapped NumPy / CuPy / array-api-strict array.
+        grad: a Tensor holding the accumulated gradient (leaves only), or None.
+        requires_grad: whether operations on this tensor are recorded.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_prim", "_args", "_params", "_pending", "__weakref__")
+    # numpy defers to Tensor's reflected operators (ndarray + Tensor -> Tensor.__radd__).
+    __array_ufunc__ = None
+    __array_priority__ = 1000
+
+    def __init__(self, data: Any, requires_grad: bool = False) -> None:
+        if isinstance(data, Tensor):
+            data = data.data
+        xp = backend.namespace_of((data,), "Tensor")
+        if xp is None or not hasattr(data, "shape"):
+            xp = backend.creation_namespace()
+            data = xp.asarray(data)
+        elif data.__class__ is not xp.array_type:
+            data = xp.asarray(data)
+        self.data = data
+        self.grad = None
+        self._prim = None
+        self._args = None
+        self._params = None
+        self._pending = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        """Mark this (leaf) tensor as needing a gradient. Only floating dtypes can."""
+        if requires_grad:
+            xp = backend.namespace_of((self.data,), "requires_grad")
+            if not _is_floating(xp, self.data.dtype):
+                raise TypeError(
+                    f"agrad: only floating-point tensors can require a gradient, but this tensor is "
+                    f"{backend.describe(self.data)}; convert it first, e.g. "
+                    f"agrad.astype(x, 'float32')"
+                )
+            if self._prim is not None:
+                raise RuntimeError("agrad: requires_grad_ can only be set on leaf tensors; use .detach() first")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.data.dtype
+
+    @property
+    def device(self) -> Any:
+        """The array's device object ('cpu' for NumPy, a cupy Device, ...)."""
+        return self.data.device
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.data.shape:
+            n *= s
+        return n
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._prim is None
+
+    @property
+    def T(self) -> "Tensor":
+        if self.data.ndim != 2:
+            raise ValueError(f"agrad: .T needs a 2-D tensor, got shape {self.shape}; use .mT or permute_dims")
+        return _ops.matrix_transpose(self)
+
+    @property
+    def mT(self) -> "Tensor":
+        return _ops.matrix_transpose(self)
+
+    def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise TypeError("agrad: len() of a 0-D tensor")
+        return self.data.shape[0]
+
+    def __repr__(self) -> str:
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({self.data!r}{extra})"
+
+    # ----------------------------------------------------------------- tape
+    def backward(self, grad: Any = None, retain_graph: bool = False, create_graph: bool = False) -> None:
+        """Accumulate the gradient of this tensor into ``.grad`` of every leaf.
+
+        ``grad`` is required unless this tensor is a scalar. The graph's saved values
+        are freed afterwards unless ``retain_graph`` (or ``create_graph``) is set.
+        """
+        _tape.backward(self, grad, retain_graph=retain_graph, create_graph=create_graph)
+
+    def detach(self) -> "Tensor":
+        """The same data, cut off from the tape (no copy)."""
+        return Tensor(self.data)
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    # ----------------------------------------------------------------- devices
+    def to(self, device: Any) -> "Tensor":
+        """Move to ``device`` ('cpu', 'cuda', 'cuda:N', ...); differentiable."""
+        return _ops.to_device(self, device)
+
+    def cpu(self) -> "Tensor":
+        return _ops.to_device(self, "cpu")
+
+    def numpy(self) -> Any:
+        """A host NumPy copy of the data (never a view)."""
+        return backend.to_numpy(self.data)
+
+    def item(self) -> Any:
+        if self.size != 1:
+            raise ValueError(f"agrad: item() needs a tensor with one element, got shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        return bool(self.item())
+
+    def __dlpack__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.data.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self) -> Any:
+        return self.data.__dlpack_device__()
+
+    # ----------------------------------------------------------------- operators
+    def __add__(self, other): return _ops.add(self, other)
+    def __radd__(self, other): return _ops.add(other, self)
+    def __sub__(self, other): return _ops.subtract(self, other)
+    def __rsub__(self, other): return _ops.subtract(other, self)
+    def __mul__(self, other): return _ops.multiply(self, other)
+    def __rmul__(self, other): return _ops.multiply(other, self)
+    def __truediv__(self, other): return _ops.divide(self, other)
+    def __rtruediv__(self, other): return _ops.divide(other, self)
+    def __pow__(self, other): return _ops.pow(self, other)
+    def __rpow__(self, other): return _ops.pow(other, self)
+    def __matmul__(self, other): return _ops.matmul(self, other)
+    def __rmatmul__(self, other): return _ops.matmul(other, self)
+    def __neg__(self): return _ops.negative(self)
+    def __pos__(self): return self
+    def __abs__(self): return _ops.abs(self)
+    def __getitem__(self, key): return _ops.getitem(self, key)
+
+    def __setitem__(self, key, value):
+        raise TypeError(
+            "agrad: tensors do not support item assignment (it would corrupt recorded gradients); "
+            "build the result with agrad.where, concat or stack, or assign into t.data under no_grad"
+        )
+
+    # Comparisons give boolean tensors without a gradient.
+    def __eq__(self, other): return _ops.equal(self, other)  # type: ignore[override]
+    def __ne__(self, other): return _ops.not_equal(self, other)  # type: ignore[override]
+    def __lt__(self, other): return _ops.less(self, other)
+    def __le__(self, other): return _ops.less_equal(self, other)
+    def __gt__(self, other): return _ops.greater(self, other)
+    def __ge__(self, other): return _ops.greater_equal(self, other)
+    def __and__(self, other): return _ops.logical_and(self, other)
+    def __or__(self, other): return _ops.logical_or(self, other)
+    def __invert__(self): return _ops.logical_not(self)
+    __hash__ = object.__hash__
+
+    # A few array-style methods, for PyTorch/NumPy habits.
+    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis=axis, keepdims=keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis=axis, keepdims=keepdims)
+    def max(self, axis=None, keepdims=False): return _ops.max(self, axis=axis, keepdims=keepdims)
+    def min(self, axis=None, keepdims=False): return _ops.min(self, axis=axis, keepdims=keepdims)
+    def reshape(self, *shape):
+        return _ops.reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
+
+    def astype(self, dtype): return _ops.astype(self, dtype)
+    def exp(self): return _ops.exp(self)
+    def log(self): return _ops.log(self)
+    def tanh(self): return _ops.tanh(self)

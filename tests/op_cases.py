@@ -1,0 +1,102 @@
+"""Sample inputs for every registered primitive, used by the automatic gradient checks.
+
+Each case is ``(function, [host inputs], check_grad kwargs)``. Float64 host arrays
+become differentiable inputs on the backend under test; integer arrays stay
+constants. A primitive without a case here fails ``test_every_op_has_a_case``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import agrad
+
+
+def _pos(rng, *shape):
+    return rng.uniform(0.5, 2.0, size=shape)
+
+
+def _any(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+def _away_from_zero(rng, *shape):
+    x = rng.uniform(0.3, 1.5, size=shape)
+    return x * rng.choice([-1.0, 1.0], size=shape)
+
+
+def cases(rng):
+    c = {}
+    # elementwise, with broadcasting in the binary ops
+    c["add"] = [(lambda x, y: x + y, [_any(rng, 3, 4), _any(rng, 4)], {})]
+    c["subtract"] = [(lambda x, y: x - y, [_any(rng, 3, 1), _any(rng, 1, 4)], {})]
+    c["multiply"] = [(lambda x, y: x * y, [_any(rng, 2, 3), _any(rng, 3)], {}),
+                     (lambda x: x * 2.5, [_any(rng, 3)], {})]
+    c["divide"] = [(lambda x, y: x / y, [_any(rng, 2, 3), _pos(rng, 2, 3)], {}),
+                   (lambda y: 1.5 / y, [_pos(rng, 4)], {})]
+    c["pow"] = [(lambda x, y: x ** y, [_pos(rng, 3), _any(rng, 3)], {}),
+                (lambda x: x ** 3.0, [_any(rng, 4)], {}),
+                (lambda y: 2.0 ** y, [_any(rng, 3)], {})]
+    c["maximum"] = [(lambda x, y: agrad.maximum(x, y), [_any(rng, 5), _any(rng, 5)], {})]
+    c["minimum"] = [(lambda x, y: agrad.minimum(x, y), [_any(rng, 5), _any(rng, 2, 5)], {})]
+    c["where"] = [(lambda x, y: agrad.where(x > 0.0, x, y),
+                   [_away_from_zero(rng, 3, 4), _any(rng, 4)], {})]
+    c["negative"] = [(lambda x: -x, [_any(rng, 3)], {})]
+    c["exp"] = [(agrad.exp, [_any(rng, 3, 2)], {})]
+    c["log"] = [(agrad.log, [_pos(rng, 4)], {})]
+    c["log1p"] = [(agrad.log1p, [_pos(rng, 4)], {})]
+    c["expm1"] = [(agrad.expm1, [_any(rng, 4)], {})]
+    c["sqrt"] = [(agrad.sqrt, [_pos(rng, 4)], {})]
+    c["square"] = [(agrad.square, [_any(rng, 4)], {})]
+    c["abs"] = [(agrad.abs, [_away_from_zero(rng, 5)], {})]
+    c["sin"] = [(agrad.sin, [_any(rng, 4)], {})]
+    c["cos"] = [(agrad.cos, [_any(rng, 4)], {})]
+    c["tan"] = [(agrad.tan, [rng.uniform(-1.0, 1.0, size=4)], {})]
+    c["tanh"] = [(agrad.tanh, [_any(rng, 2, 3)], {})]
+    c["sigmoid"] = [(agrad.sigmoid, [_any(rng, 2, 3) * 3], {})]
+    c["relu"] = [(agrad.relu, [_away_from_zero(rng, 6)], {})]
+    c["clip"] = [(lambda x: agrad.clip(x, min=-0.5, max=0.5),
+                  [np.array([-1.2, -0.3, 0.1, 0.45, 0.9, -0.7])], {})]
+    # reductions
+    c["sum"] = [(lambda x: agrad.sum(x, axis=1), [_any(rng, 3, 4)], {}),
+                (lambda x: agrad.sum(x, axis=(0, 2), keepdims=True), [_any(rng, 2, 3, 2)], {})]
+    c["mean"] = [(lambda x: agrad.mean(x, axis=0), [_any(rng, 3, 4)], {}), (agrad.mean, [_any(rng, 5)], {})]
+    c["var"] = [(lambda x: agrad.var(x, axis=1, correction=1), [_any(rng, 3, 4)], {})]
+    c["max"] = [(lambda x: agrad.max(x, axis=1), [_any(rng, 3, 4)], {}), (agrad.max, [_any(rng, 5)], {})]
+    c["min"] = [(lambda x: agrad.min(x, axis=0, keepdims=True), [_any(rng, 3, 4)], {})]
+    c["logsumexp"] = [(lambda x: agrad.logsumexp(x, axis=-1), [_any(rng, 3, 4)], {})]
+    c["softmax"] = [(lambda x: agrad.softmax(x, axis=1), [_any(rng, 3, 4)], {})]
+    c["log_softmax"] = [(lambda x: agrad.log_softmax(x, axis=0), [_any(rng, 3, 4)], {})]
+    # linear algebra
+    c["matmul"] = [
+        (lambda x, y: x @ y, [_any(rng, 3, 4), _any(rng, 4, 2)], {}),
+        (lambda x, y: x @ y, [_any(rng, 4), _any(rng, 4)], {}),
+        (lambda x, y: x @ y, [_any(rng, 4), _any(rng, 2, 4, 3)], {}),
+        (lambda x, y: x @ y, [_any(rng, 2, 3, 4), _any(rng, 4)], {}),
+        (lambda x, y: x @ y, [_any(rng, 2, 3, 4), _any(rng, 4, 2)], {}),
+    ]
+    c["matrix_transpose"] = [(agrad.matrix_transpose, [_any(rng, 2, 3, 4)], {})]
+    c["tensordot"] = [(lambda x, y: agrad.tensordot(x, y, axes=([0, 2], [1, 0])),
+                       [_any(rng, 2, 3, 4), _any(rng, 4, 2, 3)], {}),
+                      (lambda x, y: agrad.tensordot(x, y, axes=1), [_any(rng, 3, 4), _any(rng, 4, 2)], {})]
+    # shapes
+    c["reshape"] = [(lambda x: agrad.reshape(x, (4, -1)), [_any(rng, 2, 3, 2)], {})]
+    c["permute_dims"] = [(lambda x: agrad.permute_dims(x, (2, 0, 1)), [_any(rng, 2, 3, 4)], {})]
+    c["expand_dims"] = [(lambda x: agrad.expand_dims(x, axis=1), [_any(rng, 2, 3)], {})]
+    c["squeeze"] = [(lambda x: agrad.squeeze(x, axis=1), [_any(rng, 2, 1, 3)], {})]
+    c["broadcast_to"] = [(lambda x: agrad.broadcast_to(x, (2, 3, 4)), [_any(rng, 3, 1)], {})]
+    c["concat"] = [(lambda x, y: agrad.concat([x, y, x], axis=1), [_any(rng, 2, 3), _any(rng, 2, 1)], {})]
+    c["stack"] = [(lambda x, y: agrad.stack([x, y], axis=1), [_any(rng, 2, 3), _any(rng, 2, 3)], {})]
+    idx = np.array([0, 2, 2, 1, 0])
+    c["getitem"] = [
+        (lambda x: x[1:, ::2], [_any(rng, 3, 4)], {}),
+        (lambda x: x[None, ..., 1], [_any(rng, 3, 4)], {}),
+        (lambda x, i: x[i], [_any(rng, 3, 2), idx], {}),  # repeated indices
+        (lambda x, i: agrad.take(x, i, axis=1), [_any(rng, 2, 3), idx], {}),
+        (lambda x, i, j: x[i, j], [_any(rng, 3, 3), idx, idx[::-1].copy()], {}),
+    ]
+    c["scatter_add"] = [(lambda g, i: agrad.scatter_add(g, (3, 2), (i,)), [_any(rng, 5, 2), idx], {})]
+    c["astype"] = [(lambda x: agrad.astype(agrad.astype(x, "float32"), "float64") * x, [_any(rng, 4)],
+                    {"eps": 1e-3, "rtol": 1e-4, "atol": 1e-4})]
+    c["to_device"] = [(lambda x: agrad.to_device(x, x.device) * x, [_any(rng, 4)], {})]
+    return c
