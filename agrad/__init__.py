@@ -11,19 +11,23 @@ library; array-api-strict proves that nothing outside the standard is used.
 
 from . import ops
 from .backend import BackendError, available_backends, get_backend, set_backend, use_backend
-from .ops import *  # noqa: F401,F403 -- the differentiable namespace is the public API
+from .gradcheck import GradcheckError, check_grad
+from .ops import *  # noqa: F403 -- the differentiable namespace is the public API
 from .ops import __all__ as _ops_all
-from .tape import Primitive, enable_grad, is_grad_enabled, no_grad, primitive
+from .tape import Primitive, enable_grad, gradients, is_grad_enabled, no_grad, primitive
 from .tensor import Tensor
+from .transforms import grad, value_and_grad, vjp
 
 __version__ = "0.1.0"
 
+# dtypes are named by strings and resolved by each backend ('float32' -> numpy.float32, ...)
 float16, float32, float64 = "float16", "float32", "float64"
 int32, int64, bool_ = "int32", "int64", "bool"
 
 __all__ = [
-    "BackendError", "Primitive", "Tensor", "available_backends", "enable_grad", "get_backend",
-    "is_grad_enabled", "no_grad", "ops", "primitive", "set_backend", "use_backend",
+    "BackendError", "GradcheckError", "Primitive", "Tensor", "available_backends", "check_grad",
+    "enable_grad", "get_backend", "grad", "gradients", "is_grad_enabled", "no_grad", "ops", "primitive",
+    "set_backend", "use_backend", "value_and_grad", "vjp",
     "float16", "float32", "float64", "int32", "int64", "bool_",
     *_ops_all,
 ]

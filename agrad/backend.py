@@ -144,6 +144,9 @@ def _namespace_for_type(x: Any) -> ArrayNamespace | None:
     )
 
 
+_MISSING = object()
+
+
 def namespace_of(arrays: Any, op: str = "operation") -> ArrayNamespace | None:
     """The namespace shared by ``arrays`` (Python scalars are ignored).
 
@@ -153,25 +156,25 @@ def namespace_of(arrays: Any, op: str = "operation") -> ArrayNamespace | None:
     """
     xp = None
     first = None
-    by_type = _BY_TYPE
-    for i, a in enumerate(arrays):
-        cls = a.__class__
-        if cls in by_type:
-            ns = by_type[cls]
-        else:
+    for a in arrays:
+        ns = _BY_TYPE.get(a.__class__, _MISSING)
+        if ns is _MISSING:
             ns = _namespace_for_type(a)
         if ns is None:
             continue
         if xp is None:
-            xp, first, first_i = ns, a, i
-        elif ns is not xp:
-            raise _mixed_error(op, first_i, first, i, a)
-        elif ns.multi_device and a.device != first.device:
-            raise _mixed_error(op, first_i, first, i, a)
+            xp, first = ns, a
+        elif ns is not xp or (ns.multi_device and a.device != first.device):
+            raise _mixed_error(op, list(arrays))
     return xp
 
 
-def _mixed_error(op: str, i: int, a: Any, j: int, b: Any) -> BackendError:
+def _mixed_error(op: str, arrays: list) -> BackendError:
+    # Find the first pair that disagrees, for a message that names both.
+    placed = [(i, a) for i, a in enumerate(arrays) if _namespace_for_type(a) is not None]
+    (i, a) = placed[0]
+    j, b = next((j, b) for j, b in placed[1:] if describe(b).split(" on ")[1:] != describe(a).split(" on ")[1:]
+                or _namespace_for_type(b) is not _namespace_for_type(a))
     return BackendError(
         f"agrad.{op}: argument {i} is {describe(a)} but argument {j} is {describe(b)}. "
         f"agrad never copies between backends or devices silently: move one of them first, "
@@ -313,9 +316,6 @@ def creation_namespace(backend: str | None = None) -> ArrayNamespace:
     return ns if ns is not None else _namespace(_check(name))
 
 
-_env_backend = os.environ.get("AGRAD_BACKEND")
-if _env_backend:
-    set_backend(_env_backend)
 
 
 # --------------------------------------------------------------------------- devices
@@ -566,3 +566,9 @@ def _portable_scatter_add(xp: ArrayNamespace, z: Any, g: Any, key: tuple) -> Any
         one_hot = xp.astype(flat_pos[start:stop, None] == cells[None, :], g.dtype)
         total = total + xp.matmul(flat_g[None, start:stop], one_hot)[0, ...]
     return xp.reshape(total, z.shape)
+
+
+# The environment variable is read last, once everything above is defined.
+_env_backend = os.environ.get("AGRAD_BACKEND")
+if _env_backend:
+    set_backend(_env_backend)

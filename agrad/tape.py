@@ -97,6 +97,7 @@ class Primitive:
     def __call__(self, *args: Any, **params: Any) -> Tensor:
         return apply(self, args, params)
 
+
     def __repr__(self) -> str:
         return f"<agrad primitive {self.name}>"
 
@@ -129,13 +130,13 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
                 needs_grad = True
         else:
             raw.append(a)
-    xp = backend.namespace_of(raw, prim.name)
+    xp = namespace_of(raw, prim.name)
     if xp is None:
         xp = backend.creation_namespace()
     out = prim.forward(xp, *raw, **params)
     if out.__class__ is not xp.array_type:
         out = xp.asarray(out)
-    t = Tensor.__new__(Tensor)
+    t = _new(Tensor)
     t.data = out
     t.grad = None
     t._pending = None
@@ -143,13 +144,19 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
         t.requires_grad = True
         t._prim = prim
         t._args = args
+        t._inputs = raw
         t._params = params
     else:
         t.requires_grad = False
         t._prim = None
         t._args = None
+        t._inputs = None
         t._params = None
     return t
+
+
+_new = object.__new__
+namespace_of = backend.namespace_of
 
 
 # --------------------------------------------------------------------------- reverse
@@ -213,15 +220,6 @@ def _sum_to_shape(xp: Any, g: Any, shape: tuple) -> Any:
     return g
 
 
-def _run_vjp(prim: Primitive, i: int, xp: Any, g: Any, ans: Any, raw: Sequence[Any], params: dict) -> Any:
-    if prim.vjp_variadic is not None:
-        return prim.vjp_variadic(i, xp, g, ans, *raw, **params)
-    vjp = prim.vjps[i] if i < len(prim.vjps) else None
-    if vjp is None:
-        raise RuntimeError(f"agrad.{prim.name}: argument {i} is not differentiable but requires a gradient")
-    return vjp(xp, g, ans, *raw, **params)
-
-
 def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, create_graph: bool,
            capture: dict[int, Any] | None) -> None:
     """The reverse sweep shared by :func:`backward` and :func:`gradients`.
@@ -232,6 +230,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
     """
     from . import ops as dxp  # the differentiable namespace, for create_graph
 
+    by_type = backend._BY_TYPE
     counts = _dependency_counts(roots)
     for r, s in zip(roots, seeds):
         if r._prim is None:
@@ -255,16 +254,29 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
             if create_graph:
                 xp, ans, raw = dxp, t, args
             else:
-                raw = [a.data if isinstance(a, Tensor) else a for a in args]
-                xp = backend.namespace_of((t.data,), prim.name)
                 ans = t.data
+                xp = by_type[ans.__class__]
+                raw = t._inputs
+            vjps, variadic = prim.vjps, prim.vjp_variadic
             for i, a in enumerate(args):
                 if not (isinstance(a, Tensor) and a.requires_grad):
                     continue
-                ga = _run_vjp(prim, i, xp, g, ans, raw, params)
-                if not create_graph and ga.__class__ is not xp.array_type:
-                    ga = xp.asarray(ga)
-                ga = _sum_to_shape(xp, ga, a.data.shape)
+                if variadic is not None:
+                    ga = variadic(i, xp, g, ans, *raw, **params)
+                else:
+                    vjp = vjps[i] if i < len(vjps) else None
+                    if vjp is None:
+                        raise RuntimeError(f"agrad.{prim.name}: argument {i} is not differentiable "
+                                           f"but requires a gradient")
+                    ga = vjp(xp, g, ans, *raw, **params)
+                if create_graph:
+                    shape = a.data.shape
+                else:
+                    if ga.__class__ is not xp.array_type:
+                        ga = xp.asarray(ga)
+                    shape = raw[i].shape
+                if ga.shape != shape:
+                    ga = _sum_to_shape(xp, ga, shape)
                 if ga.dtype != a.data.dtype:
                     ga = xp.astype(ga, a.data.dtype)
                 if a._prim is None:
@@ -278,6 +290,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
             if not retain_graph:
                 t._prim = RELEASED
                 t._args = ()
+                t._inputs = None
                 t._params = None
 
 
@@ -359,8 +372,8 @@ def gradients(outputs: Sequence[Tensor], inputs: Sequence[Tensor], grad_outputs:
     """d(outputs)/d(inputs), returned rather than accumulated into ``.grad``.
 
     The analogue of ``torch.autograd.grad``. An input the outputs do not depend on
-    gets a zero gradient. Returned gradients are raw arrays, or Tensors when
-    ``create_graph=True``.
+    gets a zero gradient. The gradients are Tensors, themselves recorded (and so
+    differentiable) when ``create_graph=True``.
     """
     if retain_graph is None:
         retain_graph = create_graph
@@ -385,5 +398,5 @@ def gradients(outputs: Sequence[Tensor], inputs: Sequence[Tensor], grad_outputs:
                 g = Tensor(g)
         elif not create_graph and not _owns(g):
             g = backend.namespace_of((g,), "grad").asarray(g, copy=True)
-        result.append(g)
+        result.append(g if isinstance(g, Tensor) else Tensor(g))
     return result

@@ -27,7 +27,8 @@ class Tensor:
         requires_grad: whether operations on this tensor are recorded.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_prim", "_args", "_params", "_pending", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_prim", "_args", "_inputs", "_params", "_pending",
+                 "__weakref__")
     # numpy defers to Tensor's reflected operators (ndarray + Tensor -> Tensor.__radd__).
     __array_ufunc__ = None
     __array_priority__ = 1000
@@ -45,6 +46,7 @@ class Tensor:
         self.grad = None
         self._prim = None
         self._args = None
+        self._inputs = None
         self._params = None
         self._pending = None
         self.requires_grad = False
