@@ -62,6 +62,8 @@ def _build_namespace(name: str, module: Any, array_type: type, multi_device: boo
     ns.name = name
     ns.array_type = array_type
     ns.multi_device = multi_device
+    # In-place updates (optimizers) are only relied on where they are guaranteed.
+    ns.mutable = name in ("numpy", "cupy")
     ns.scatter_add = _make_scatter_add(ns)
     ns.getitem = _make_getitem(ns)
     ns.to_device = to_device
@@ -435,6 +437,20 @@ def host_rng(seed: int | None = None) -> np.random.Generator:
     """A seeded host random generator: draw on the host, then move, for the same
     numbers on every backend (the array API has no random numbers)."""
     return np.random.default_rng(seed)
+
+
+def array_to_bytes(a: Any) -> bytes:
+    """The raw little-endian bytes of a host array (C order)."""
+    a = np.ascontiguousarray(a)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return a.tobytes()
+
+
+def array_from_bytes(buf: bytes, dtype: str, shape: tuple, byteorder: str = "<") -> np.ndarray:
+    """A host array (a copy) from raw bytes; ``dtype`` is a NumPy name like 'float32'."""
+    dt = np.dtype(dtype).newbyteorder(byteorder)
+    return np.frombuffer(buf, dtype=dt).reshape(shape).astype(np.dtype(dtype), copy=True)
 
 
 def from_numpy(a: np.ndarray, backend: str | None = None, device: Any = None) -> Any:

@@ -52,6 +52,8 @@ def on_backend(backend_device):
         t = agrad.tensor(B.from_numpy(host_array, backend=name, device=dev))
         return agrad.astype(t, dtype) if dtype is not None else t
 
+    put.device = dev
+    put.backend = name
     with agrad.use_backend(name):
         yield put
 
