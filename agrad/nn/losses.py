@@ -11,7 +11,7 @@ from ..tensor import Tensor
 
 def _one_hot(xp, labels, n_classes, like):
     classes = xp.arange(n_classes, device=like.device)
-    return xp.astype(xp.expand_dims(labels, axis=-1) == classes, like.dtype)
+    return xp.astype(xp.equal(labels[:, None], classes), like.dtype)
 
 
 def _logistic_forward(xp, logits, labels):

@@ -1,0 +1,208 @@
+"""Shared pieces of the benchmarks: the seed network's weights, hand-written backprop,
+and timing in rotating rounds."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+import agrad
+from agrad import backend as B
+
+SIZES = (784, 72, 10)
+LR = 0.1
+
+
+def initial_weights(dtype: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """Host weights every contender starts from (uniform +-1/sqrt(fan_in), as agrad.nn.Linear)."""
+    rng = np.random.default_rng(seed)
+    w = {}
+    for i, (n_in, n_out) in enumerate(zip(SIZES[:-1], SIZES[1:]), start=1):
+        b = 1 / np.sqrt(n_in)
+        w[f"W{i}"] = rng.uniform(-b, b, (n_in, n_out)).astype(dtype)
+        w[f"b{i}"] = rng.uniform(-b, b, (n_out,)).astype(dtype)
+    return w
+
+
+def batch(n: int, dtype: str, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 1, (n, SIZES[0])).astype(dtype), rng.integers(0, SIZES[-1], n)
+
+
+def sync(xp_name: str) -> None:
+    if xp_name == "cupy":
+        import cupy
+
+        cupy.cuda.Device().synchronize()
+
+
+class HandWritten:
+    """The seed network with explicit backpropagation formulas, in the backend's namespace:
+    the same array work as agrad with no tape (the floor for that backend)."""
+
+    name = "hand-written"
+
+    def __init__(self, weights, x, y, backend_name):
+        self.xp = B.creation_namespace(backend_name)
+        self.p = {k: B.from_numpy(v.copy(), backend=backend_name) for k, v in weights.items()}
+        self.x = B.from_numpy(x, backend=backend_name)
+        self.y = B.from_numpy(y, backend=backend_name)
+        self.backend = backend_name
+
+    def grads(self):
+        xp, p, x, y = self.xp, self.p, self.x, self.y
+        h = xp.tanh(x @ p["W1"] + p["b1"])
+        f = h @ p["W2"] + p["b2"]
+        m = xp.max(f, axis=1, keepdims=True)
+        e = xp.exp(f - m)
+        s = xp.sum(e, axis=1, keepdims=True)
+        onehot = xp.astype(xp.expand_dims(y, axis=1) == xp.arange(f.shape[1]), f.dtype)
+        loss = xp.mean(xp.log(s[:, 0]) + m[:, 0] - xp.sum(f * onehot, axis=1))
+        df = (e / s - onehot) / f.shape[0]
+        dh = df @ xp.matrix_transpose(p["W2"])
+        da = dh * (1.0 - h * h)
+        return loss, {"W2": xp.matrix_transpose(h) @ df, "b2": xp.sum(df, axis=0),
+                      "W1": xp.matrix_transpose(x) @ da, "b1": xp.sum(da, axis=0)}
+
+    def step(self):
+        _, g = self.grads()
+        for k, v in g.items():
+            self.p[k] -= LR * v
+
+    def host_grads(self):
+        return {k: B.to_numpy(v) for k, v in self.grads()[1].items()}
+
+
+class Agrad:
+    """agrad: nn.MLP, the fused logistic loss, backward and optim.SGD."""
+
+    name = "agrad"
+
+    def __init__(self, weights, x, y, backend_name):
+        with agrad.use_backend(backend_name):
+            self.model = agrad.nn.MLP(list(SIZES), dtype=str(weights["W1"].dtype))
+            l1, l2 = self.model.linear_layers()
+            for layer, i in ((l1, 1), (l2, 2)):
+                layer.weight.data = B.from_numpy(weights[f"W{i}"].copy(), backend=backend_name)
+                layer.bias.data = B.from_numpy(weights[f"b{i}"].copy(), backend=backend_name)
+            self.x = agrad.Tensor(B.from_numpy(x, backend=backend_name))
+            self.y = agrad.Tensor(B.from_numpy(y, backend=backend_name))
+        self.opt = agrad.optim.SGD(self.model.parameters(), lr=LR)
+        self.backend = backend_name
+
+    def forward(self):
+        return agrad.nn.logistic_loss(self.model(self.x), self.y, check_labels=False)
+
+    def step(self):
+        loss = self.forward()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+
+    def host_grads(self):
+        self.opt.zero_grad()
+        self.forward().backward()
+        l1, l2 = self.model.linear_layers()
+        return {"W1": l1.weight.grad.numpy(), "b1": l1.bias.grad.numpy(),
+                "W2": l2.weight.grad.numpy(), "b2": l2.bias.grad.numpy()}
+
+
+class Torch:
+    """PyTorch eager: the same network, F.cross_entropy, SGD."""
+
+    name = "pytorch"
+
+    def __init__(self, weights, x, y, backend_name):
+        import torch
+
+        self.torch = torch
+        dev = "cuda" if backend_name == "cupy" else "cpu"
+        self.p = {k: torch.tensor(v.copy(), device=dev, requires_grad=True) for k, v in weights.items()}
+        self.x = torch.tensor(x, device=dev)
+        self.y = torch.tensor(y, device=dev)
+        self.opt = torch.optim.SGD(list(self.p.values()), lr=LR)
+        self.backend = "torch-cuda" if dev == "cuda" else "torch"
+
+    def loss(self):
+        F = self.torch.nn.functional
+        p = self.p
+        h = self.torch.tanh(self.x @ p["W1"] + p["b1"])
+        return F.cross_entropy(h @ p["W2"] + p["b2"], self.y)
+
+    def step(self):
+        self.opt.zero_grad(set_to_none=True)
+        self.loss().backward()
+        self.opt.step()
+
+    def host_grads(self):
+        self.opt.zero_grad(set_to_none=True)
+        self.loss().backward()
+        return {k: v.grad.detach().cpu().numpy() for k, v in self.p.items()}
+
+
+class HipsAutograd:
+    """HIPS autograd: grad of the loss over a dict of weights, then an SGD update."""
+
+    name = "hips-autograd"
+
+    def __init__(self, weights, x, y, backend_name):
+        import autograd
+        import autograd.numpy as anp
+
+        self.p = {k: v.copy() for k, v in weights.items()}
+        onehot = np.eye(SIZES[-1], dtype=x.dtype)[y]
+
+        def loss(p):
+            h = anp.tanh(anp.dot(x, p["W1"]) + p["b1"])
+            f = anp.dot(h, p["W2"]) + p["b2"]
+            m = anp.max(f, axis=1, keepdims=True)
+            lse = anp.log(anp.sum(anp.exp(f - m), axis=1)) + m[:, 0]
+            return anp.mean(lse - anp.sum(f * onehot, axis=1))
+
+        self.grad = autograd.grad(loss)
+        self.backend = "numpy"
+
+    def step(self):
+        g = self.grad(self.p)
+        for k in self.p:
+            self.p[k] -= LR * g[k]
+
+    def host_grads(self):
+        return self.grad(self.p)
+
+
+def available(cls) -> bool:
+    try:
+        if cls is Torch:
+            import torch  # noqa: F401
+        if cls is HipsAutograd:
+            import autograd  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def time_rounds(contenders, steps: int, rounds: int, pause: float = 0.3) -> dict[str, float]:
+    """Median seconds per step for each contender, timed in rotating rounds.
+
+    A pause separates contenders: on 2 cores, torch's and NumPy's thread pools
+    starve each other when run back to back.
+    """
+    times = {c.name: [] for c in contenders}
+    for c in contenders:  # warm up
+        for _ in range(3):
+            c.step()
+        sync(c.backend)
+    for r in range(rounds):
+        order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
+        for c in order:
+            time.sleep(pause)
+            sync(c.backend)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                c.step()
+            sync(c.backend)
+            times[c.name].append((time.perf_counter() - t0) / steps)
+    return {k: statistics.median(v) for k, v in times.items()}
