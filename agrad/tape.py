@@ -68,13 +68,18 @@ class Primitive:
     ``None`` marks an argument that is not differentiable (indices, masks).
     ``vjp_variadic(i, xp, g, ans, *args, **params)`` serves ops with any number of
     array arguments (concat, stack).
+    With ``has_aux=True`` the forward returns ``(out, aux)``: ``aux`` (e.g. a softmax
+    the VJP would otherwise recompute) reaches the VJPs as the keyword ``aux`` on a
+    plain backward pass. Under ``create_graph`` the VJP gets Tensors and must recompute
+    from them, so that the result stays differentiable.
     """
 
     # No __slots__: primitives are few, and a __dict__ lets each carry its own __doc__.
 
     def __init__(self, name: str, forward: Callable, vjps: Sequence[Callable | None] = (),
-                 vjp_variadic: Callable | None = None, register: bool = True) -> None:
+                 vjp_variadic: Callable | None = None, register: bool = True, has_aux: bool = False) -> None:
         self.name = name
+        self.has_aux = has_aux
         self.forward = forward
         self.vjps = tuple(vjps)
         self.vjp_variadic = vjp_variadic
@@ -134,6 +139,10 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
     if xp is None:
         xp = backend.creation_namespace()
     out = prim.forward(xp, *raw, **params)
+    if prim.has_aux:
+        out, aux = out
+        if needs_grad:
+            params = {**params, "aux": aux}
     if out.__class__ is not xp.array_type:
         out = xp.asarray(out)
     t = _new(Tensor)
@@ -228,7 +237,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
     into ``.grad`` or, when ``capture`` is given, into ``capture[id(leaf)]`` for the
     leaves (or intermediate nodes) whose ids it holds.
     """
-    from . import ops as dxp  # the differentiable namespace, for create_graph
+    dxp = _differentiable_namespace() if create_graph else None
 
     by_type = backend._BY_TYPE
     counts = _dependency_counts(roots)
@@ -242,8 +251,10 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
     for r in roots:
         if r._prim is not None and counts[id(r)] == 0 and all(q is not r for q in ready):
             ready.append(r)
-    recording = _set_grad(True) if create_graph else _set_grad(False)
-    with recording:
+    # Record the VJPs only for create_graph (plain save/restore: this runs every step).
+    previous = _grad_mode.enabled
+    _grad_mode.enabled = create_graph
+    try:
         while ready:
             t = ready.pop()
             g = t._pending
@@ -292,6 +303,14 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 t._args = ()
                 t._inputs = None
                 t._params = None
+    finally:
+        _grad_mode.enabled = previous
+
+
+def _differentiable_namespace() -> Any:
+    from . import ops  # imported late: agrad.ops imports this module
+
+    return ops
 
 
 def _deliver_leaf(leaf: Tensor, ga: Any, g_in: Any, capture: dict[int, Any] | None, create_graph: bool) -> None:
@@ -313,9 +332,18 @@ def _deliver_leaf(leaf: Tensor, ga: Any, g_in: Any, capture: dict[int, Any] | No
             # leaves or the caller may also hold: copy so that .grad is ours alone.
             xp = backend.namespace_of((ga,), "backward")
             ga = xp.asarray(ga, copy=True)
-        leaf.grad = Tensor(ga)
+        leaf.grad = _wrap(ga)
     else:
-        leaf.grad = Tensor(leaf.grad.data + ga)
+        leaf.grad = _wrap(leaf.grad.data + ga)
+
+
+def _wrap(data: Any) -> Tensor:
+    """A constant Tensor around an array already known to be valid (no checks)."""
+    t = _new(Tensor)
+    t.data = data
+    t.grad = t._prim = t._args = t._inputs = t._params = t._pending = None
+    t.requires_grad = False
+    return t
 
 
 def _owns(x: Any) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from .. import backend, ops
-from ..tape import primitive
+from ..tape import Primitive
 from ..tensor import Tensor
 
 
@@ -16,19 +16,23 @@ def _one_hot(xp, labels, n_classes, like):
 
 def _logistic_forward(xp, logits, labels):
     m = xp.max(logits, axis=1, keepdims=True)
-    lse = xp.log(xp.sum(xp.exp(logits - m), axis=1)) + m[:, 0]
-    picked = xp.sum(logits * _one_hot(xp, labels, logits.shape[1], logits), axis=1)
-    return xp.mean(lse - picked)
+    e = xp.exp(logits - m)
+    s = xp.sum(e, axis=1, keepdims=True)
+    onehot = _one_hot(xp, labels, logits.shape[1], logits)
+    loss = xp.mean(xp.log(s[:, 0]) + m[:, 0] - xp.sum(logits * onehot, axis=1))
+    # Keep softmax - onehot for the VJP: the forward pass has computed every piece of it.
+    return loss, e / s - onehot
 
 
-def _logistic_vjp(xp, g, ans, logits, labels):
+def _logistic_vjp(xp, g, ans, logits, labels, aux=None):
     # dL/df = (softmax(f) - onehot(y)) / N: one fused expression instead of a chain of ops.
-    e = xp.exp(logits - xp.max(logits, axis=1, keepdims=True))
-    p = e / xp.sum(e, axis=1, keepdims=True)
-    return (p - _one_hot(xp, labels, logits.shape[1], logits)) * (g / logits.shape[0])
+    if aux is None or isinstance(logits, Tensor):  # create_graph: recompute, differentiably
+        e = xp.exp(logits - xp.max(logits, axis=1, keepdims=True))
+        aux = e / xp.sum(e, axis=1, keepdims=True) - _one_hot(xp, labels, logits.shape[1], logits)
+    return aux * (g / logits.shape[0])
 
 
-logistic_loss_p = primitive("logistic_loss", _logistic_forward, _logistic_vjp, None)
+logistic_loss_p = Primitive("logistic_loss", _logistic_forward, (_logistic_vjp, None), has_aux=True)
 
 
 def logistic_loss(logits: Any, labels: Any, check_labels: bool = True) -> Tensor:
