@@ -94,11 +94,6 @@ class Primitive:
         self.vjps = vjps
         return self
 
-    def vjp_for(self, i: int) -> Callable | None:
-        if self.vjp_variadic is not None:
-            return lambda *a, **k: self.vjp_variadic(i, *a, **k)
-        return self.vjps[i] if i < len(self.vjps) else None
-
     def __call__(self, *args: Any, **params: Any) -> Tensor:
         return apply(self, args, params)
 
