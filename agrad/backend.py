@@ -192,16 +192,13 @@ def namespace_of(arrays: Any, op: str = "operation") -> ArrayNamespace | None:
         if xp is None:
             xp, first = ns, a
         elif ns is not xp or (ns.multi_device and a.device != first.device):
-            raise _mixed_error(op, list(arrays))
+            raise _mixed_error(op, list(arrays), first, a)
     return xp
 
 
-def _mixed_error(op: str, arrays: list) -> BackendError:
-    # Find the first pair that disagrees, for a message that names both.
-    placed = [(i, a) for i, a in enumerate(arrays) if _namespace_for_type(a) is not None]
-    (i, a) = placed[0]
-    j, b = next((j, b) for j, b in placed[1:] if describe(b).split(" on ")[1:] != describe(a).split(" on ")[1:]
-                or _namespace_for_type(b) is not _namespace_for_type(a))
+def _mixed_error(op: str, arrays: list, a: Any, b: Any) -> BackendError:
+    i = next(k for k, v in enumerate(arrays) if v is a)
+    j = next(k for k, v in enumerate(arrays) if v is b)
     return BackendError(
         f"agrad.{op}: argument {i} is {describe(a)} but argument {j} is {describe(b)}. "
         f"agrad never copies between backends or devices silently: move one of them first, "

@@ -390,8 +390,7 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False, create_
 
 
 def gradients(outputs: Sequence[Tensor], inputs: Sequence[Tensor], grad_outputs: Sequence[Any] | None = None,
-              retain_graph: bool | None = None, create_graph: bool = False,
-              allow_unused: bool = True) -> list[Any]:
+              retain_graph: bool | None = None, create_graph: bool = False) -> list[Any]:
     """d(outputs)/d(inputs), returned rather than accumulated into ``.grad``.
 
     The analogue of ``torch.autograd.grad``. An input the outputs do not depend on

@@ -15,8 +15,9 @@ def _raw(x: Any) -> Any:
 def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     """A new Tensor from a list, scalar or array.
 
-    Python data goes to the selected backend (``agrad.set_backend``); an existing
-    backend array keeps its backend. ``dtype`` accepts 'float32' or a backend dtype.
+    Python data and NumPy arrays go to the selected backend (``agrad.set_backend``);
+    CuPy and array-api-strict arrays keep theirs. ``dtype`` accepts 'float32' or a
+    backend dtype.
     """
     data = _raw(data)
     if backend.is_numpy_array(data) and backend.get_backend() != "numpy":
@@ -28,7 +29,7 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
         arr = _create(xp, "asarray", data, dtype=backend.resolve_dtype(xp, dtype),
                       device=backend.resolve_device(xp, device))
     xp = backend.namespace_of((arr,), "tensor")
-    if dtype is not None:
+    if dtype is not None and arr.dtype != backend.resolve_dtype(xp, dtype):
         arr = xp.astype(arr, backend.resolve_dtype(xp, dtype))
     return Tensor(arr, requires_grad=requires_grad)
 
