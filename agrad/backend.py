@@ -64,6 +64,7 @@ def _build_namespace(name: str, module: Any, array_type: type, multi_device: boo
     ns.multi_device = multi_device
     # In-place updates (optimizers) are only relied on where they are guaranteed.
     ns.mutable = name in ("numpy", "cupy")
+    ns.isdtype = _cached_isdtype(module.isdtype)
     ns.scatter_add = _make_scatter_add(ns)
     ns.getitem = _make_getitem(ns)
     ns.to_device = to_device
@@ -74,11 +75,16 @@ def _numpy_namespace() -> ArrayNamespace:
     import array_api_compat.numpy as cnp
 
     ns = _build_namespace("numpy", cnp, np.ndarray, multi_device=False)
-    # numpy 2's own matmul follows the standard and skips a compat wrapper layer.
+    # numpy 2's own functions follow the standard here and skip a compat wrapper
+    # layer; these sit on every backward pass.
     ns.matmul = np.matmul
+    ns.matrix_transpose = _matrix_transpose
+    ns.ones_like = np.ones_like
+    ns.zeros_like = np.zeros_like
+    ns.arange = np.arange
     # NumPy reductions and ufuncs on 0-D input return numpy scalars, not arrays;
     # agrad keeps everything an ndarray so that `.device`, in-place ops etc. work.
-    for red in ("mean", "prod", "var", "std"):
+    for red in ("prod", "var", "std"):
         ns.__dict__[red] = _array_result(getattr(cnp, red))
     # sum/max/min sit on every backward pass: call the ufunc reductions directly
     # (a third of the cost of np.sum's wrapper layers, same results for the standard's
@@ -86,7 +92,40 @@ def _numpy_namespace() -> ArrayNamespace:
     ns.sum = _fast_reduction(np.add, cnp.sum)
     ns.max = _fast_reduction(np.maximum, cnp.max)
     ns.min = _fast_reduction(np.minimum, cnp.min)
+    ns.mean = _fast_mean(cnp.mean)
     return ns
+
+
+def _fast_mean(fallback):
+    add = np.add.reduce
+    ndarray = np.ndarray
+
+    def mean(x, /, *, axis=None, keepdims=False):
+        if x.dtype.kind not in "fc":
+            out = fallback(x, axis=axis, keepdims=keepdims)  # raises the standard's error for ints
+            return out if out.__class__ is ndarray else np.asarray(out)
+        total = add(x, axis=axis, keepdims=keepdims)
+        count = x.size // max(total.size, 1) if x.size else 0
+        out = total / count if count else total * np.nan
+        return out if out.__class__ is ndarray else np.asarray(out)
+
+    mean.__doc__ = fallback.__doc__
+    return mean
+
+
+def _cached_isdtype(isdtype):
+    """``isdtype`` answers the same for the same (dtype, kind): remember it (it is slow)."""
+    cache: dict = {}
+
+    def cached(dtype, kind):
+        key = (dtype, kind)
+        hit = cache.get(key)
+        if hit is None:
+            hit = cache[key] = isdtype(dtype, kind)
+        return hit
+
+    cached.__doc__ = isdtype.__doc__
+    return cached
 
 
 def _fast_reduction(ufunc, fallback):
@@ -106,6 +145,12 @@ def _fast_reduction(ufunc, fallback):
     reduction.__name__ = fallback.__name__
     reduction.__doc__ = fallback.__doc__
     return reduction
+
+
+def _matrix_transpose(x):
+    if x.ndim < 2:
+        raise ValueError(f"matrix_transpose needs at least 2 dimensions, got shape {x.shape}")
+    return x.mT
 
 
 def _array_result(fn):

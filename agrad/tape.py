@@ -233,6 +233,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
     leaves (or intermediate nodes) whose ids it holds.
     """
     dxp = _differentiable_namespace() if create_graph else None
+    fast_leaves = capture is None and not create_graph
 
     by_type = backend._BY_TYPE
     counts = _dependency_counts(roots)
@@ -244,7 +245,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
     # A root may also feed another root: it is ready only once nothing leads to it.
     ready = []
     for r in roots:
-        if r._prim is not None and counts[id(r)] == 0 and all(q is not r for q in ready):
+        if r._prim is not None and counts[id(r)] == 0 and not any(q is r for q in ready):
             ready.append(r)
     # Record the VJPs only for create_graph (plain save/restore: this runs every step).
     previous = _grad_mode.enabled
@@ -286,7 +287,10 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 if ga.dtype != a.data.dtype:
                     ga = xp.astype(ga, a.data.dtype)
                 if a._prim is None:
-                    _deliver_leaf(a, ga, g, capture, create_graph)
+                    if fast_leaves and a.grad is None and ga is not g and getattr(ga, "base", 0) is None:
+                        a.grad = _wrap(ga)  # the common case, inlined: a fresh array for a fresh leaf
+                    else:
+                        _deliver_leaf(a, ga, g, capture, create_graph)
                     continue
                 a._pending = ga if a._pending is None else a._pending + ga
                 k = id(a)

@@ -75,6 +75,11 @@ def cases(rng):
         (lambda x, y: x @ y, [_any(rng, 2, 3, 4), _any(rng, 4)], {}),
         (lambda x, y: x @ y, [_any(rng, 2, 3, 4), _any(rng, 4, 2)], {}),
     ]
+    c["linear"] = [
+        (lambda x, w, b: agrad.linear(x, w, b), [_any(rng, 3, 4), _any(rng, 4, 2), _any(rng, 2)], {}),
+        (lambda x, w: agrad.linear(x, w), [_any(rng, 2, 3, 4), _any(rng, 4, 2)], {}),
+        (lambda x, w, b: agrad.linear(x, w, b), [_any(rng, 4), _any(rng, 4, 2), _any(rng, 2)], {}),
+    ]
     c["matrix_transpose"] = [(agrad.matrix_transpose, [_any(rng, 2, 3, 4)], {})]
     c["tensordot"] = [(lambda x, y: agrad.tensordot(x, y, axes=([0, 2], [1, 0])),
                        [_any(rng, 2, 3, 4), _any(rng, 4, 2, 3)], {}),

@@ -31,8 +31,7 @@ class Linear(Module):
         self.bias = Parameter(arandom.uniform(-bound, bound, (out_features,), dtype, device, rng)) if bias else None
 
     def forward(self, x):
-        y = ops.matmul(x, self.weight)
-        return y + self.bias if self.bias is not None else y
+        return ops.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, bias={self.bias is not None}"

@@ -64,7 +64,7 @@ from .elementwise import (
     tanh,
     where,
 )
-from .linalg import matmul, matrix_transpose, tensordot
+from .linalg import linear, matmul, matrix_transpose, tensordot
 from .reductions import log_softmax, logsumexp, max, mean, min, softmax, sum, var
 from .shapes import (
     broadcast_to,
@@ -85,7 +85,7 @@ _tensor_module._tape = _tape_module
 __all__ = [
     "abs", "add", "all", "any", "arange", "argmax", "argmin", "asarray", "astype", "broadcast_to", "ceil",
     "clip", "concat", "cos", "divide", "empty", "equal", "exp", "expand_dims", "expm1", "floor", "full",
-    "full_like", "getitem", "greater", "greater_equal", "isfinite", "isnan", "less", "less_equal", "log",
+    "full_like", "getitem", "greater", "greater_equal", "isfinite", "isnan", "less", "less_equal", "linear", "log",
     "log1p", "log_softmax", "logical_and", "logical_not", "logical_or", "logsumexp", "matmul",
     "matrix_transpose", "max", "maximum", "mean", "min", "minimum", "multiply", "negative", "not_equal",
     "ones", "ones_like", "permute_dims", "pow", "relu", "reshape", "round", "scatter_add", "sigmoid",

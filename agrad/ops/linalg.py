@@ -112,3 +112,42 @@ def tensordot(x1, x2, axes=2):
             raise ValueError(f"agrad.tensordot: axis {a} of shape {tuple(x1.shape)} does not match axis {b} "
                              f"of shape {tuple(x2.shape)}")
     return _tensordot(x1, x2, axes=(ax, ay))
+
+
+def _linear_forward(xp, x, w, b=None):
+    out = xp.matmul(x, w)
+    if b is None:
+        return out
+    if xp.mutable and out.dtype == b.dtype:
+        out += b  # the matmul result is ours: add the bias without a second temporary
+        return out
+    return out + b
+
+
+def _as_rows(xp, a):
+    """(..., n) -> (prod(...), n), so that a batched x contributes x^T g in one product."""
+    return a if a.ndim == 2 else xp.reshape(a, (-1, a.shape[-1]))
+
+
+_linear = primitive(
+    "linear", _linear_forward,
+    lambda xp, g, ans, x, w, b=None: xp.matmul(g, xp.matrix_transpose(w)),
+    lambda xp, g, ans, x, w, b=None: xp.matmul(xp.matrix_transpose(_as_rows(xp, x)), _as_rows(xp, g)),
+    lambda xp, g, ans, x, w, b=None: xp.sum(g, axis=tuple(range(g.ndim - 1))) if g.ndim > 1 else g,
+)
+
+
+def linear(x, weight, bias=None):
+    """``x @ weight + bias`` as one recorded op (one node, one temporary).
+
+    ``x`` has shape (..., in), ``weight`` (in, out) and ``bias`` (out,).
+    """
+    xs, ws = tuple(getattr(x, "shape", ())), tuple(getattr(weight, "shape", ()))
+    if len(xs) < 1 or len(ws) != 2 or xs[-1] != ws[0]:
+        raise ValueError(f"agrad.linear: x of shape {xs} and weight of shape {ws} do not align: x's last axis "
+                         f"must equal weight's first (weight is (in_features, out_features))")
+    if bias is None:
+        return _linear(x, weight)
+    if tuple(getattr(bias, "shape", ())) != (ws[1],):
+        raise ValueError(f"agrad.linear: bias has shape {tuple(getattr(bias, 'shape', ()))}, expected ({ws[1]},)")
+    return _linear(x, weight, bias)
