@@ -11,6 +11,7 @@ library; array-api-strict proves that nothing outside the standard is used.
 
 from . import data, datasets, nn, ops, optim, random
 from .backend import BackendError, available_backends, get_backend, set_backend, use_backend
+from .custom import checkpoint, custom_jvp, custom_vjp
 from .gradcheck import GradcheckError, check_grad
 from .io import CheckpointError, load, save
 from .ops import *  # noqa: F403 -- the differentiable namespace is the public API
@@ -18,7 +19,7 @@ from .ops import __all__ as _ops_all
 from .random import manual_seed
 from .tape import Primitive, enable_grad, gradients, is_grad_enabled, no_grad, primitive
 from .tensor import Tensor
-from .transforms import grad, value_and_grad, vjp
+from .transforms import grad, hessian, hvp, jacobian, jvp, stop_gradient, value_and_grad, vjp
 
 __version__ = "0.1.0"
 
@@ -29,7 +30,8 @@ int32, int64, bool_ = "int32", "int64", "bool"
 __all__ = [
     "BackendError", "GradcheckError", "Primitive", "Tensor", "available_backends", "check_grad",
     "enable_grad", "get_backend", "grad", "gradients", "is_grad_enabled", "no_grad", "ops", "primitive",
-    "set_backend", "use_backend", "value_and_grad", "vjp", "data", "datasets", "nn", "optim", "random",
+    "set_backend", "use_backend", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "stop_gradient",
+    "custom_vjp", "custom_jvp", "checkpoint", "data", "datasets", "nn", "optim", "random",
     "CheckpointError", "load", "save", "manual_seed",
     "float16", "float32", "float64", "int32", "int64", "bool_",
     *_ops_all,

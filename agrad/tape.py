@@ -17,7 +17,7 @@ import contextlib
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
-from . import backend
+from . import backend, forward_mode
 from .tensor import Tensor
 
 __all__ = ["Primitive", "primitive", "no_grad", "enable_grad", "is_grad_enabled", "backward", "gradients"]
@@ -68,6 +68,11 @@ class Primitive:
     ``None`` marks an argument that is not differentiable (indices, masks).
     ``vjp_variadic(i, xp, g, ans, *args, **params)`` serves ops with any number of
     array arguments (concat, stack).
+    Forward mode: ``jvps[i](xp, t, ans, *args, **params)`` is argument i's contribution
+    to the output tangent given its tangent ``t`` (it may have the broadcast shape).
+    ``jvp_linear=True`` says the op is linear in its array arguments, so the output
+    tangent is the op itself applied to the tangents. JVP rules always run on Tensors
+    with agrad's differentiable namespace, so they can be differentiated again.
     With ``has_aux=True`` the forward returns ``(out, aux)``: ``aux`` (e.g. a softmax
     the VJP would otherwise recompute) reaches the VJPs as the keyword ``aux`` on a
     plain backward pass. Under ``create_graph`` the VJP gets Tensors and must recompute
@@ -83,7 +88,8 @@ class Primitive:
         self.forward = forward
         self.vjps = tuple(vjps)
         self.vjp_variadic = vjp_variadic
-        self.jvp = None
+        self.jvps: tuple = ()
+        self.jvp_linear = False
         self.__doc__ = f"The agrad primitive {name!r}."
         if register:
             if name in REGISTRY:
@@ -94,6 +100,17 @@ class Primitive:
         self.vjps = vjps
         return self
 
+    def defjvp(self, *jvps: Callable | None, linear: bool = False) -> "Primitive":
+        """Set the forward-mode rules (one per argument), or ``linear=True``."""
+        self.jvps = jvps
+        self.jvp_linear = linear
+        return self
+
+    def defjvp_from_vjp(self) -> "Primitive":
+        """For elementwise ops the Jacobian is diagonal, so the VJP with g := t is the JVP."""
+        self.jvps = self.vjps
+        return self
+
     def __call__(self, *args: Any, **params: Any) -> Tensor:
         return apply(self, args, params)
 
@@ -102,18 +119,24 @@ class Primitive:
         return f"<agrad primitive {self.name}>"
 
 
-def primitive(name: str, forward: Callable, *vjps: Callable | None, register: bool = True) -> Primitive:
+def primitive(name: str, forward: Callable, *vjps: Callable | None, register: bool = True,
+              jvps: Sequence[Callable | None] | None = None) -> Primitive:
     """Declare a new differentiable operation.
 
     Example::
 
         cube = agrad.primitive("cube", lambda xp, x: x * x * x,
-                               lambda xp, g, ans, x: g * 3 * x * x)
+                               lambda xp, g, ans, x: g * 3 * x * x,
+                               jvps=[lambda xp, t, ans, x: t * 3 * x * x])
 
-    Write the VJP only with operators and ``xp`` functions so that it also runs on
-    Tensors, which makes higher-order derivatives of the new op work too.
+    Write the rules only with operators and ``xp`` functions so that they also run
+    on Tensors, which makes higher-order derivatives of the new op work too.
+    Without ``jvps`` the op has no forward-mode rule (agrad.jvp then raises).
     """
-    return Primitive(name, forward, vjps, register=register)
+    prim = Primitive(name, forward, vjps, register=register)
+    if jvps is not None:
+        prim.defjvp(*jvps)
+    return prim
 
 
 # --------------------------------------------------------------------------- forward
@@ -123,17 +146,21 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
     """Run ``prim`` on ``args`` and, when a differentiable input needs it, record it."""
     raw = []
     needs_grad = False
+    has_tangents = False
     for a in args:
         if isinstance(a, Tensor):
             raw.append(a.data)
             if a.requires_grad:
                 needs_grad = True
+            if a._tangents is not None:
+                has_tangents = True
         else:
             raw.append(a)
     xp = namespace_of(raw, prim.name)
     if xp is None:
         xp = backend.creation_namespace()
     out = prim.forward(xp, *raw, **params)
+    plain_params = params
     if prim.has_aux:
         out, aux = out
         if needs_grad:
@@ -144,6 +171,7 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
     t.data = out
     t.grad = None
     t._pending = None
+    t._tangents = None
     if needs_grad and _grad_mode.enabled:
         t.requires_grad = True
         t._prim = prim
@@ -156,6 +184,8 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
         t._args = None
         t._inputs = None
         t._params = None
+    if has_tangents:
+        forward_mode.propagate(prim, args, plain_params, t)
     return t
 
 
@@ -340,7 +370,7 @@ def _wrap(data: Any) -> Tensor:
     """A constant Tensor around an array already known to be valid (no checks)."""
     t = _new(Tensor)
     t.data = data
-    t.grad = t._prim = t._args = t._inputs = t._params = t._pending = None
+    t.grad = t._prim = t._args = t._inputs = t._params = t._pending = t._tangents = None
     t.requires_grad = False
     return t
 

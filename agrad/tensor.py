@@ -27,8 +27,9 @@ class Tensor:
         requires_grad: whether operations on this tensor are recorded.
     """
 
+    # _tangents: forward-mode tangents, {level: Tensor}, while an agrad.jvp is running.
     __slots__ = ("data", "grad", "requires_grad", "_prim", "_args", "_inputs", "_params", "_pending",
-                 "__weakref__")
+                 "_tangents", "__weakref__")
     # numpy defers to Tensor's reflected operators (ndarray + Tensor -> Tensor.__radd__).
     __array_ufunc__ = None
     __array_priority__ = 1000
@@ -49,6 +50,7 @@ class Tensor:
         self._inputs = None
         self._params = None
         self._pending = None
+        self._tangents = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -126,7 +128,7 @@ class Tensor:
         _tape.backward(self, grad, retain_graph=retain_graph, create_graph=create_graph)
 
     def detach(self) -> "Tensor":
-        """The same data, cut off from the tape (no copy)."""
+        """The same data, cut off from the tape and from forward-mode tangents (no copy)."""
         return Tensor(self.data)
 
     def zero_grad(self) -> None:

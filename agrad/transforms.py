@@ -1,8 +1,10 @@
-"""Function transforms: ``grad``, ``value_and_grad`` and ``vjp``.
+"""Function transforms: grad, value_and_grad, vjp, jvp, jacobian, hessian, hvp,
+custom derivatives, stop_gradient and checkpoint.
 
-They take functions of Tensors (or raw arrays) and return functions. Nested use
-works: ``grad(grad(f))`` records the inner backward pass because the inner call
-sees inputs that are already being differentiated by the outer one.
+They take functions of Tensors and return functions. Arguments may be nested lists,
+tuples and dicts of arrays (a model's parameter dict, say): the derivatives come
+back in the same structure. Transforms compose: ``grad(grad(f))``,
+``jvp(grad(f), ...)`` (forward over reverse), ``grad`` of a function using ``jvp``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Sequence
 
-from . import tape
+from . import backend, forward_mode, tape, tree
 from .tensor import Tensor
 
 
@@ -22,11 +24,21 @@ def _argnums(argnums: int | Sequence[int], nargs: int, name: str) -> tuple[int, 
     return tuple(i % nargs for i in nums)
 
 
+def _raw(x: Any) -> Any:
+    return x.data if isinstance(x, Tensor) else x
+
+
 def _as_target(x: Any) -> tuple[Tensor, bool]:
-    """A Tensor to differentiate with respect to, and whether an outer trace sees it."""
+    """A Tensor to differentiate with respect to, and whether the backward pass must be
+    recorded: when an outer grad traces ``x``, or when ``x`` carries forward-mode tangents
+    (forward over reverse: the tangents must flow through the backward pass)."""
     if isinstance(x, Tensor) and x.requires_grad and tape.is_grad_enabled():
         return x, True
-    return Tensor(x.data if isinstance(x, Tensor) else x, requires_grad=True), False
+    t = Tensor(_raw(x), requires_grad=True)
+    if isinstance(x, Tensor) and x._tangents is not None:
+        t._tangents = dict(x._tangents)
+        return t, True
+    return t, False
 
 
 def _check_scalar(out: Any, name: str) -> Tensor:
@@ -35,71 +47,223 @@ def _check_scalar(out: Any, name: str) -> Tensor:
     if out.shape != ():
         raise ValueError(
             f"agrad.{name}: the function must return a scalar (shape ()), got shape {out.shape}; "
-            f"use agrad.vjp for non-scalar outputs"
+            f"use agrad.vjp or agrad.jacobian for non-scalar outputs"
         )
     return out
 
 
-def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
     """A function returning ``(f(*args), df/d args[argnums])``.
 
-    ``f`` must return a scalar Tensor. With an int ``argnums`` the gradient is one
-    Tensor; with a tuple, a tuple of Tensors.
+    ``f`` must return a scalar Tensor (or ``(scalar, aux)`` with ``has_aux=True``, in
+    which case the result is ``((value, aux), grad)``). Each differentiated argument may
+    be a pytree; its gradient has the same structure. With an int ``argnums`` the
+    gradient is one pytree, with a tuple a tuple of them.
     """
 
     @functools.wraps(f)
     def wrapped(*args: Any, **kwargs: Any):
         nums = _argnums(argnums, len(args), "value_and_grad")
         args = list(args)
-        targets, nested = [], False
+        specs, targets, nested = [], [], False
         for i in nums:
-            t, outer = _as_target(args[i])
-            args[i] = t
-            targets.append(t)
-            nested = nested or outer
+            leaves, treedef = tree.flatten(args[i])
+            ts = []
+            for leaf in leaves:
+                t, outer = _as_target(leaf)
+                ts.append(t)
+                nested = nested or outer
+            args[i] = tree.unflatten(treedef, ts)
+            specs.append((treedef, len(ts)))
+            targets.extend(ts)
         with tape.enable_grad():
-            out = _check_scalar(f(*args, **kwargs), "grad")
+            result = f(*args, **kwargs)
+            if has_aux:
+                if not (isinstance(result, (tuple, list)) and len(result) == 2):
+                    raise TypeError("agrad.grad(has_aux=True): the function must return a pair (output, aux)")
+                out, aux = result
+            else:
+                out, aux = result, None
+            _check_scalar(out, "grad")
             grads = tape.gradients([out], targets, create_graph=nested)
-        grads = [g if isinstance(g, Tensor) else Tensor(g) for g in grads]
+        pieces, start = [], 0
+        for treedef, n in specs:
+            pieces.append(tree.unflatten(treedef, grads[start:start + n]))
+            start += n
+        g = pieces[0] if isinstance(argnums, int) else tuple(pieces)
         value = out if nested else out.detach()
-        return value, (grads[0] if isinstance(argnums, int) else tuple(grads))
+        return ((value, aux), g) if has_aux else (value, g)
 
     return wrapped
 
 
-def grad(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
-    """The gradient of a scalar function: ``grad(f)(x)`` is df/dx as a Tensor.
+def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
+    """The gradient of a scalar function: ``grad(f)(x)`` is df/dx (same structure as x).
 
-    Compose freely: ``grad(grad(f))`` is the second derivative.
+    Compose freely: ``grad(grad(f))`` is the second derivative. With ``has_aux=True``
+    ``f`` returns ``(output, aux)`` and the result is ``(grad, aux)``.
     """
-    vg = value_and_grad(f, argnums)
+    vg = value_and_grad(f, argnums, has_aux)
 
     @functools.wraps(f)
     def wrapped(*args: Any, **kwargs: Any):
-        return vg(*args, **kwargs)[1]
+        value, g = vg(*args, **kwargs)
+        return (g, value[1]) if has_aux else g
 
     return wrapped
 
 
-def vjp(f: Callable, *primals: Any) -> tuple[Tensor, Callable]:
+def vjp(f: Callable, *primals: Any) -> tuple[Any, Callable]:
     """Evaluate ``f(*primals)`` and return ``(out, pullback)``.
 
     ``pullback(g)`` returns the tuple of vector-Jacobian products g^T df/dprimal_i,
-    one per primal; it may be called several times.
+    one per primal (each with the primal's pytree structure); it may be called many times.
     """
-    targets, nested = [], False
+    specs, targets, nested, args = [], [], False, []
     for p in primals:
-        t, outer = _as_target(p)
-        targets.append(t)
-        nested = nested or outer
+        leaves, treedef = tree.flatten(p)
+        ts = []
+        for leaf in leaves:
+            t, outer = _as_target(leaf)
+            ts.append(t)
+            nested = nested or outer
+        args.append(tree.unflatten(treedef, ts))
+        specs.append((treedef, len(ts)))
+        targets.extend(ts)
     with tape.enable_grad():
-        out = f(*targets)
+        out = f(*args)
     if not isinstance(out, Tensor):
         raise TypeError(f"agrad.vjp: the function must return an agrad Tensor, got {type(out).__name__}")
 
-    def pullback(g: Any) -> tuple[Tensor, ...]:
+    def pullback(g: Any) -> tuple:
         with tape.enable_grad():
             grads = tape.gradients([out], targets, grad_outputs=[g], retain_graph=True, create_graph=nested)
-        return tuple(x if isinstance(x, Tensor) else Tensor(x) for x in grads)
+        pieces, start = [], 0
+        for treedef, n in specs:
+            pieces.append(tree.unflatten(treedef, grads[start:start + n]))
+            start += n
+        return tuple(pieces)
 
     return (out if nested else out.detach()), pullback
+
+
+def jvp(f: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[Any, Any]:
+    """Forward mode: ``(f(*primals), J_f(primals) @ tangents)`` in one pass.
+
+    ``primals`` and ``tangents`` are sequences of pytrees of the same structure and
+    shapes. The cost is a small constant times the cost of ``f`` (every op computes its
+    output's tangent as it runs), whatever the size of the output.
+    """
+    if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
+        raise TypeError("agrad.jvp: primals and tangents must be tuples (or lists), e.g. jvp(f, (x,), (v,))")
+    p_leaves, p_def = tree.flatten(list(primals))
+    t_leaves, _ = tree.flatten(list(tangents))
+    if len(p_leaves) != len(t_leaves):
+        raise ValueError(f"agrad.jvp: {len(p_leaves)} primal arrays but {len(t_leaves)} tangent arrays; "
+                         f"tangents must have the primals' structure")
+    level = forward_mode.new_level()
+    inputs = []
+    for k, (p, t) in enumerate(zip(p_leaves, t_leaves)):
+        if isinstance(p, Tensor) and (p.requires_grad or p._tangents is not None):
+            from .ops import identity
+
+            x = identity(p)  # keeps p's tape and other tangents, on a new Tensor we may annotate
+        else:
+            x = Tensor(_raw(p))
+        tt = t if isinstance(t, Tensor) else Tensor(_raw(t) if hasattr(_raw(t), "shape") else
+                                                   backend.namespace_of((x.data,), "jvp").asarray(t, dtype=x.dtype))
+        if tt.shape != x.shape:
+            raise ValueError(f"agrad.jvp: tangent {k} has shape {tt.shape} but its primal has shape {x.shape}")
+        if tt.dtype != x.dtype:
+            from .ops import astype
+
+            tt = astype(tt, x.dtype)
+        forward_mode.attach(x, level, tt)
+        inputs.append(x)
+    out = f(*tree.unflatten(p_def, inputs))
+    o_leaves, o_def = tree.flatten(out)
+    t_out = []
+    for o in o_leaves:
+        if not isinstance(o, Tensor):
+            raise TypeError(f"agrad.jvp: the function must return Tensors (or pytrees of them), got {type(o).__name__}")
+        t = forward_mode.tangent_of(o, level)
+        forward_mode.strip(o, level)
+        if t is None:  # the output does not depend on the inputs
+            t = Tensor(backend.namespace_of((o.data,), "jvp").zeros_like(o.data))
+        t_out.append(t)
+    return out, tree.unflatten(o_def, t_out)
+
+
+def _basis(x: Tensor) -> Any:
+    """The n unit vectors of x's shape, as the rows of an (n, n) identity on x's device."""
+    xp = backend.namespace_of((x.data,), "jacobian")
+    n = x.size
+    if xp.name == "cupy":
+        with x.data.device:
+            return xp.eye(n, dtype=x.dtype)
+    return xp.eye(n, dtype=x.dtype, device=x.data.device)
+
+
+def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto") -> Callable:
+    """The Jacobian of ``f`` with respect to array arguments ``argnums``.
+
+    The result for argument x has shape ``out.shape + x.shape``. ``mode="forward"``
+    takes one jvp per input element, ``"reverse"`` one vjp per output element, and
+    ``"auto"`` picks forward mode when there are fewer inputs than outputs.
+    """
+    if mode not in ("auto", "forward", "reverse"):
+        raise ValueError(f"agrad.jacobian: mode must be 'auto', 'forward' or 'reverse', got {mode!r}")
+    from . import ops
+
+    def jac(*args: Any):
+        nums = _argnums(argnums, len(args), "jacobian")
+        xs = [args[i] if isinstance(args[i], Tensor) else Tensor(args[i]) for i in nums]
+
+        def f_of(*sel):
+            full = list(args)
+            for i, s in zip(nums, sel):
+                full[i] = s
+            return f(*full)
+
+        n_in = sum(x.size for x in xs)
+        with tape.no_grad():
+            out_shape = f_of(*[Tensor(x.data) for x in xs]).shape
+        n_out = 1
+        for s in out_shape:
+            n_out *= s
+        use_forward = mode == "forward" or (mode == "auto" and n_in < n_out)
+        results = []
+        if use_forward:
+            for k, x in enumerate(xs):
+                eye = _basis(x)
+                cols = []
+                for j in range(x.size):
+                    tangents = [ops.reshape(Tensor(eye[j, ...]), x.shape) if m == k else ops.zeros_like(y)
+                                for m, y in enumerate(xs)]
+                    cols.append(jvp(f_of, xs, tangents)[1])
+                results.append(ops.reshape(ops.stack(cols, axis=-1), out_shape + x.shape))
+        else:
+            out, pullback = vjp(f_of, *xs)
+            eye = _basis(out)
+            rows = [pullback(ops.reshape(Tensor(eye[j, ...]), out_shape)) for j in range(n_out)]
+            for k, x in enumerate(xs):
+                results.append(ops.reshape(ops.stack([r[k] for r in rows], axis=0), out_shape + x.shape))
+        return results[0] if isinstance(argnums, int) else tuple(results)
+
+    return jac
+
+
+def hessian(f: Callable, argnums: int = 0) -> Callable:
+    """The Hessian of a scalar function (forward over reverse): shape x.shape + x.shape."""
+    return jacobian(grad(f, argnums), argnums, mode="forward")
+
+
+def hvp(f: Callable, x: Any, v: Any) -> Tensor:
+    """The Hessian-vector product H(x) v of a scalar function, forward over reverse:
+    one gradient evaluation carrying a tangent, without forming H."""
+    return jvp(grad(f), (x,), (v,))[1]
+
+
+def stop_gradient(x: Any) -> Any:
+    """``x`` (a pytree) with no derivative flowing through it, in either mode."""
+    return tree.tree_map(lambda a: Tensor(_raw(a)) if hasattr(_raw(a), "shape") else a, x)

@@ -103,6 +103,7 @@ def cases(rng):
     c["scatter_add"] = [(lambda g, i: agrad.scatter_add(g, (3, 2), (i,)), [_any(rng, 5, 2), idx], {})]
     c["astype"] = [(lambda x: agrad.astype(agrad.astype(x, "float32"), "float64") * x, [_any(rng, 4)],
                     {"eps": 1e-3, "rtol": 1e-4, "atol": 1e-4})]
+    c["identity"] = [(lambda x: agrad.identity(x) * x, [_any(rng, 4)], {})]
     c["to_device"] = [(lambda x: agrad.to_device(x, x.device) * x, [_any(rng, 4)], {})]
     labels = np.array([0, 3, 1, 3])
     c["logistic_loss"] = [(lambda f, y: agrad.nn.logistic_loss(f, y), [_any(rng, 4, 5), labels], {})]

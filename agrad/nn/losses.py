@@ -32,7 +32,14 @@ def _logistic_vjp(xp, g, ans, logits, labels, aux=None):
     return aux * (g / logits.shape[0])
 
 
+def _logistic_jvp(xp, t, ans, logits, labels):
+    e = xp.exp(logits - xp.max(logits, axis=1, keepdims=True))
+    p = e / xp.sum(e, axis=1, keepdims=True) - _one_hot(xp, labels, logits.shape[1], logits)
+    return xp.sum(t * p) / logits.shape[0]
+
+
 logistic_loss_p = Primitive("logistic_loss", _logistic_forward, (_logistic_vjp, None), has_aux=True)
+logistic_loss_p.defjvp(_logistic_jvp, None)
 
 
 def logistic_loss(logits: Any, labels: Any, check_labels: bool = True) -> Tensor:

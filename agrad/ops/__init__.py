@@ -7,7 +7,7 @@ with under ``create_graph=True``, so it mirrors the array API names they use.
 
 from .. import tape as _tape_module
 from .. import tensor as _tensor_module
-from .conversions import astype, to_device
+from .conversions import astype, identity, to_device
 from .creation import (
     all,
     any,
@@ -85,7 +85,8 @@ _tensor_module._tape = _tape_module
 __all__ = [
     "abs", "add", "all", "any", "arange", "argmax", "argmin", "asarray", "astype", "broadcast_to", "ceil",
     "clip", "concat", "cos", "divide", "empty", "equal", "exp", "expand_dims", "expm1", "floor", "full",
-    "full_like", "getitem", "greater", "greater_equal", "isfinite", "isnan", "less", "less_equal", "linear", "log",
+    "full_like", "getitem", "greater", "greater_equal", "identity", "isfinite", "isnan", "less", "less_equal",
+    "linear", "log",
     "log1p", "log_softmax", "logical_and", "logical_not", "logical_or", "logsumexp", "matmul",
     "matrix_transpose", "max", "maximum", "mean", "min", "minimum", "multiply", "negative", "not_equal",
     "ones", "ones_like", "permute_dims", "pow", "relu", "reshape", "round", "scatter_add", "sigmoid",

@@ -28,3 +28,16 @@ def to_device(x, device):
     NumPy <-> CuPy moves change backend. Differentiable: the gradient moves back.
     """
     return _to_device(x, device=device)
+
+
+_identity = primitive("identity", lambda xp, x: x, lambda xp, g, ans, x: g)
+
+
+def identity(x):
+    """``x`` itself as a recorded op: a new Tensor on the tape (no copy of the data)."""
+    return _identity(x)
+
+
+# Casts, transfers and the identity are linear: tangents are cast, moved, passed on.
+for _prim in (_astype, _to_device, _identity):
+    _prim.defjvp(linear=True)

@@ -1,4 +1,4 @@
-"""Elementwise primitives, each with its VJP beside it.
+"""Elementwise primitives, each with its VJP beside it (and its JVP: see the end).
 
 Every VJP is written with operators and ``xp`` functions only, so it runs on raw
 arrays (plain backward) and on Tensors (``create_graph=True``). Broadcasting is
@@ -132,3 +132,10 @@ def clip(x, min=None, max=None):
     if min is not None and max is not None and min > max:
         raise ValueError(f"agrad.clip: min ({min}) is greater than max ({max})")
     return _clip(x, min=min, max=max)
+
+
+# Forward mode: every op here is elementwise, so its Jacobian is diagonal and each VJP,
+# called with the tangent in place of g, is the JVP (broadcasting included).
+for _prim in (add, subtract, multiply, divide, pow, maximum, minimum, _where, negative, exp, log, log1p, expm1,
+              sqrt, square, abs, sin, cos, tan, tanh, sigmoid, relu, _clip):
+    _prim.defjvp_from_vjp()

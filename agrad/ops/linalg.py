@@ -27,7 +27,8 @@ def _matmul_vjp_y(xp, g, ans, x, y):
     return xp.matmul(xp.matrix_transpose(x), g)
 
 
-_matmul = primitive("matmul", lambda xp, x, y: xp.matmul(x, y), _matmul_vjp_x, _matmul_vjp_y)
+_matmul = primitive("matmul", lambda xp, x, y: xp.matmul(x, y), _matmul_vjp_x, _matmul_vjp_y,
+                    jvps=[lambda xp, t, ans, x, y: xp.matmul(t, y), lambda xp, t, ans, x, y: xp.matmul(x, t)])
 
 
 def matmul(x1, x2):
@@ -52,7 +53,7 @@ def _check_matmul(x1, x2):
 _matrix_transpose = primitive(
     "matrix_transpose", lambda xp, x: xp.matrix_transpose(x),
     lambda xp, g, ans, x: xp.matrix_transpose(g),
-)
+).defjvp(linear=True)
 
 
 def matrix_transpose(x):
@@ -101,6 +102,8 @@ def _tensordot_vjp_y(xp, g, ans, x, y, axes):
 _tensordot = primitive(
     "tensordot", lambda xp, x, y, axes: xp.tensordot(x, y, axes=(list(axes[0]), list(axes[1]))),
     _tensordot_vjp_x, _tensordot_vjp_y,
+    jvps=[lambda xp, t, ans, x, y, axes: _tensordot(t, y, axes=axes),
+          lambda xp, t, ans, x, y, axes: _tensordot(x, t, axes=axes)],
 )
 
 
@@ -134,6 +137,9 @@ _linear = primitive(
     lambda xp, g, ans, x, w, b=None: xp.matmul(g, xp.matrix_transpose(w)),
     lambda xp, g, ans, x, w, b=None: xp.matmul(xp.matrix_transpose(_as_rows(xp, x)), _as_rows(xp, g)),
     lambda xp, g, ans, x, w, b=None: xp.sum(g, axis=tuple(range(g.ndim - 1))) if g.ndim > 1 else g,
+    jvps=[lambda xp, t, ans, x, w, b=None: xp.matmul(t, w),
+          lambda xp, t, ans, x, w, b=None: xp.matmul(x, t),
+          lambda xp, t, ans, x, w, b=None: t],
 )
 
 

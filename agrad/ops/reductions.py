@@ -44,11 +44,15 @@ _sum = primitive(
     "sum", lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims),
     lambda xp, g, ans, x, axis, keepdims: xp.broadcast_to(_expand(xp, g, x, axis, keepdims), tuple(x.shape)),
 )
+_sum.defjvp(linear=True)
 _mean = primitive(
     "mean", lambda xp, x, axis, keepdims: xp.mean(x, axis=axis, keepdims=keepdims),
     lambda xp, g, ans, x, axis, keepdims: xp.broadcast_to(
         _expand(xp, g, x, axis, keepdims) / _count(tuple(x.shape), axis), tuple(x.shape)),
 )
+
+
+_mean.defjvp(linear=True)
 
 
 def _var_vjp(xp, g, ans, x, axis, keepdims, correction):
@@ -63,6 +67,11 @@ _var = primitive(
 )
 
 
+_var.defjvp(lambda xp, t, ans, x, axis, keepdims, correction: xp.sum(
+    (x - xp.mean(x, axis=axis, keepdims=True)) * t, axis=axis, keepdims=keepdims)
+    * (2.0 / (_count(tuple(x.shape), axis) - correction)))
+
+
 def _extremum_vjp(xp, g, ans, x, axis, keepdims):
     # Ties share the gradient equally: each maximal element gets g / (number of ties).
     hit = xp.astype(x == _expand(xp, ans, x, axis, keepdims), x.dtype)
@@ -70,8 +79,15 @@ def _extremum_vjp(xp, g, ans, x, axis, keepdims):
     return _expand(xp, g, x, axis, keepdims) * share
 
 
-_max = primitive("max", lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims), _extremum_vjp)
-_min = primitive("min", lambda xp, x, axis, keepdims: xp.min(x, axis=axis, keepdims=keepdims), _extremum_vjp)
+def _extremum_jvp(xp, t, ans, x, axis, keepdims):
+    hit = xp.astype(x == _expand(xp, ans, x, axis, keepdims), x.dtype)
+    return xp.sum(t * hit, axis=axis, keepdims=keepdims) / xp.sum(hit, axis=axis, keepdims=keepdims)
+
+
+_max = primitive("max", lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims), _extremum_vjp,
+                 jvps=[_extremum_jvp])
+_min = primitive("min", lambda xp, x, axis, keepdims: xp.min(x, axis=axis, keepdims=keepdims), _extremum_vjp,
+                 jvps=[_extremum_jvp])
 
 
 def _logsumexp(xp, x, axis, keepdims):
@@ -85,6 +101,8 @@ _logsumexp_p = primitive(
     "logsumexp", _logsumexp,
     lambda xp, g, ans, x, axis, keepdims: _expand(xp, g, x, axis, keepdims)
     * xp.exp(x - _expand(xp, ans, x, axis, keepdims)),
+    jvps=[lambda xp, t, ans, x, axis, keepdims: xp.sum(
+        t * xp.exp(x - _expand(xp, ans, x, axis, keepdims)), axis=axis, keepdims=keepdims)],
 )
 
 
@@ -96,6 +114,7 @@ def _softmax(xp, x, axis):
 _softmax_p = primitive(
     "softmax", _softmax,
     lambda xp, g, ans, x, axis: ans * (g - xp.sum(g * ans, axis=axis, keepdims=True)),
+    jvps=[lambda xp, t, ans, x, axis: ans * (t - xp.sum(ans * t, axis=axis, keepdims=True))],
 )
 
 
@@ -107,6 +126,7 @@ def _log_softmax(xp, x, axis):
 _log_softmax_p = primitive(
     "log_softmax", _log_softmax,
     lambda xp, g, ans, x, axis: g - xp.exp(ans) * xp.sum(g, axis=axis, keepdims=True),
+    jvps=[lambda xp, t, ans, x, axis: t - xp.sum(xp.exp(ans) * t, axis=axis, keepdims=True)],
 )
 
 

@@ -200,3 +200,10 @@ def take(x, indices, axis: int | None = None):
         axis = 0
     axis = normalize_axis(axis, x.ndim, "take")[0]
     return getitem(x, (slice(None),) * axis + (indices,) + (Ellipsis,))
+
+
+# Forward mode: every op here is linear in its array arguments, so the output tangent
+# is the op applied to the input tangents.
+for _prim in (_reshape, _permute_dims, _expand_dims, _squeeze, _broadcast_to, concat_p, stack_p, _getitem,
+              _scatter_add):
+    _prim.defjvp(linear=True)

@@ -1,0 +1,123 @@
+"""Forward-mode differentiation: tangents carried alongside values.
+
+While ``agrad.jvp`` runs, a Tensor may carry tangents in ``_tangents``, a dict
+``{level: Tensor}``; each jvp call gets its own level, so that jvps nest (forward
+over forward) and compose with the tape (forward over reverse, reverse over
+forward). Every op applied to an input with tangents computes its output's tangent
+at once from the op's JVP rules (see :class:`agrad.tape.Primitive`): the cost is a
+small constant times the forward pass, never one pass per output.
+
+A JVP rule for level L runs with level L suspended, so its own operations carry
+every other level's tangents (the cross terms of nested derivatives) but not L's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+from . import backend
+from .tensor import Tensor
+
+_levels = itertools.count(1)
+
+
+class _State(threading.local):
+    def __init__(self) -> None:
+        self.suspended: set[int] = set()
+
+
+_state = _State()
+
+
+def new_level() -> int:
+    return next(_levels)
+
+
+class NoJVPRule(NotImplementedError):
+    """An op was reached by forward mode but has no JVP rule."""
+
+
+def _zeros_like(x: Any) -> Tensor:
+    raw = x.data if isinstance(x, Tensor) else x
+    xp = backend.namespace_of((raw,), "jvp")
+    return Tensor(xp.zeros_like(raw))
+
+
+def propagate(prim: Any, args: tuple, params: dict, out: Tensor) -> None:
+    """Set ``out._tangents`` from the tangents of ``args`` (called by the tape's apply)."""
+    levels = set()
+    for a in args:
+        if isinstance(a, Tensor) and a._tangents is not None:
+            levels.update(a._tangents)
+    levels -= _state.suspended
+    if not levels:
+        return
+    from . import ops as dxp  # the differentiable namespace (imported late: it imports the tape)
+
+    tangents = {}
+    for level in sorted(levels):  # outer (older) levels first: inner rules see their tangents
+        _state.suspended.add(level)
+        try:
+            t = _rule(prim, level, args, params, out, dxp)
+        finally:
+            _state.suspended.discard(level)
+        if t is not None:
+            tangents[level] = t
+            out._tangents = dict(tangents)  # visible to the next (inner) level's rules
+    out._tangents = tangents or None
+
+
+def _tangent(a: Any, level: int) -> Tensor | None:
+    if isinstance(a, Tensor) and a._tangents is not None:
+        return a._tangents.get(level)
+    return None
+
+
+def _rule(prim: Any, level: int, args: tuple, params: dict, out: Tensor, dxp: Any) -> Tensor | None:
+    ts = [_tangent(a, level) for a in args]
+    if all(t is None for t in ts):
+        return None
+    if prim.jvp_linear:
+        # Linear in its arrays: the output tangent is the op applied to the tangents.
+        filled = [t if t is not None else (_zeros_like(a) if hasattr(a, "shape") else a) for a, t in zip(args, ts)]
+        total = prim(*filled, **params)
+    else:
+        if not prim.jvps:
+            raise NoJVPRule(
+                f"agrad.jvp: the primitive {prim.name!r} has no forward-mode (JVP) rule; give it one with "
+                f"prim.defjvp(...), or use reverse mode (agrad.grad / agrad.vjp) for this function"
+            )
+        total = None
+        for i, t in enumerate(ts):
+            if t is None:
+                continue
+            rule = prim.jvps[i] if i < len(prim.jvps) else None
+            if rule is None:
+                raise NoJVPRule(f"agrad.jvp: argument {i} of {prim.name!r} is not differentiable but has a tangent")
+            c = rule(dxp, t, out, *args, **params)
+            total = c if total is None else total + c
+    if not isinstance(total, Tensor):
+        total = Tensor(total)
+    if total.shape != out.shape:
+        total = dxp.broadcast_to(total, out.shape)
+    if total.dtype != out.dtype:
+        total = dxp.astype(total, out.dtype)
+    return total
+
+
+def attach(x: Tensor, level: int, tangent: Tensor) -> None:
+    x._tangents = dict(x._tangents or {})
+    x._tangents[level] = tangent
+
+
+def tangent_of(x: Any, level: int) -> Tensor | None:
+    return _tangent(x, level)
+
+
+def strip(x: Tensor, level: int) -> None:
+    if x._tangents is not None:
+        x._tangents.pop(level, None)
+        if not x._tangents:
+            x._tangents = None
