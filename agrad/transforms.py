@@ -10,6 +10,7 @@ back in the same structure. Transforms compose: ``grad(grad(f))``,
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, Sequence
 
 from . import backend, forward_mode, tape, tree
@@ -205,9 +206,11 @@ def _basis(x: Tensor) -> Any:
 
 
 def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto") -> Callable:
-    """The Jacobian of ``f`` with respect to array arguments ``argnums``.
+    """The Jacobian of ``f`` with respect to arguments ``argnums``.
 
-    The result for argument x has shape ``out.shape + x.shape``. ``mode="forward"``
+    For an array output and an array argument x the result has shape
+    ``out.shape + x.shape``. Pytrees nest as in JAX: each output leaf holds the
+    arguments' structure, with leaves of shape ``out_leaf.shape + x_leaf.shape``. ``mode="forward"``
     takes one jvp per input element, ``"reverse"`` one vjp per output element, and
     ``"auto"`` picks forward mode when there are fewer inputs than outputs.
     """
@@ -217,20 +220,35 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto") 
 
     def jac(*args: Any):
         nums = _argnums(argnums, len(args), "jacobian")
-        xs = [args[i] if isinstance(args[i], Tensor) else Tensor(args[i]) for i in nums]
+        specs, xs = [], []
+        for i in nums:  # each differentiated argument may be a pytree of arrays
+            leaves, treedef = tree.flatten(args[i])
+            specs.append((treedef, len(leaves)))
+            xs.extend(leaf if isinstance(leaf, Tensor) else Tensor(leaf) for leaf in leaves)
 
         def f_of(*sel):
-            full = list(args)
-            for i, s in zip(nums, sel):
-                full[i] = s
+            full, start = list(args), 0
+            for i, (treedef, n) in zip(nums, specs):
+                full[i] = tree.unflatten(treedef, list(sel[start:start + n]))
+                start += n
             return f(*full)
 
-        n_in = sum(x.size for x in xs)
         with tape.no_grad():
-            out_shape = f_of(*[Tensor(x.data) for x in xs]).shape
-        n_out = 1
-        for s in out_shape:
-            n_out *= s
+            o_leaves, o_def = tree.flatten(f_of(*[Tensor(x.data) for x in xs]))
+        for o in o_leaves:
+            if not isinstance(o, Tensor):
+                raise TypeError(f"agrad.jacobian: the function must return Tensors (or pytrees of them), "
+                                f"got {type(o).__name__}")
+        o_shapes = [o.shape for o in o_leaves]
+        single = len(o_leaves) == 1 and o_def.kind == "leaf"
+
+        def f_vec(*sel):  # all outputs as one vector
+            leaves, _ = tree.flatten(f_of(*sel))
+            return leaves[0] if single else ops.concat([ops.reshape(o, (-1,)) for o in leaves])
+
+        out_shape = o_shapes[0] if single else (sum(math.prod(s) for s in o_shapes),)
+        n_in = sum(x.size for x in xs)
+        n_out = math.prod(out_shape)
         use_forward = mode == "forward" or (mode == "auto" and n_in < n_out)
         results = []
         if use_forward:
@@ -240,15 +258,31 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto") 
                 for j in range(x.size):
                     tangents = [ops.reshape(Tensor(eye[j, ...]), x.shape) if m == k else ops.zeros_like(y)
                                 for m, y in enumerate(xs)]
-                    cols.append(jvp(f_of, xs, tangents)[1])
+                    cols.append(jvp(f_vec, xs, tangents)[1])
                 results.append(ops.reshape(ops.stack(cols, axis=-1), out_shape + x.shape))
         else:
-            out, pullback = vjp(f_of, *xs)
+            out, pullback = vjp(f_vec, *xs)
             eye = _basis(out)
             rows = [pullback(ops.reshape(Tensor(eye[j, ...]), out_shape)) for j in range(n_out)]
             for k, x in enumerate(xs):
                 results.append(ops.reshape(ops.stack([r[k] for r in rows], axis=0), out_shape + x.shape))
-        return results[0] if isinstance(argnums, int) else tuple(results)
+
+        def by_input(blocks):  # per-argnum pytrees of the given per-leaf blocks
+            pieces, start = [], 0
+            for treedef, n in specs:
+                pieces.append(tree.unflatten(treedef, blocks[start:start + n]))
+                start += n
+            return pieces[0] if isinstance(argnums, int) else tuple(pieces)
+
+        if single:
+            return by_input(results)
+        per_output, offset = [], 0
+        for shape in o_shapes:
+            size = math.prod(shape)
+            per_output.append(by_input([ops.reshape(r[offset:offset + size, ...], shape + x.shape)
+                                        for r, x in zip(results, xs)]))
+            offset += size
+        return tree.unflatten(o_def, per_output)
 
     return jac
 

@@ -278,3 +278,15 @@ def test_checkpoint_higher_order_and_forward_mode():
     _, t1 = agrad.jvp(lambda w_: ck(x, w_), (w,), (np.ones((3, 2)),))
     _, t2 = agrad.jvp(lambda w_: block(x, w_), (w,), (np.ones((3, 2)),))
     np.testing.assert_allclose(t1.numpy(), t2.numpy(), rtol=1e-12)
+
+
+def test_jacobian_and_hessian_of_pytree_arguments():
+    params = {"a": np.array([1.0, 2.0]), "b": np.array(0.5)}
+    f = lambda p: p["a"] * p["b"] + p["a"] ** 2  # noqa: E731
+    for mode in ("forward", "reverse"):
+        j = agrad.jacobian(f, mode=mode)(params)
+        np.testing.assert_allclose(j["a"].numpy(), np.diag(0.5 + 2 * params["a"]))
+        np.testing.assert_allclose(j["b"].numpy(), params["a"])
+    h = agrad.hessian(lambda p: agrad.sum(p["a"] ** 3))(params)
+    np.testing.assert_allclose(h["a"]["a"].numpy() if isinstance(h["a"], dict) else h["a"].numpy(),
+                               np.diag(6 * params["a"]))
