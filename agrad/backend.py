@@ -589,9 +589,12 @@ def _make_scatter_add(xp: ArrayNamespace):
         if xp.name == "numpy":
             np.add.at(z, key, g)
         elif xp.name == "cupy":
-            import cupyx
+            if g.dtype == xp.float32:
+                import cupyx
 
-            cupyx.scatter_add(z, key, g)
+                cupyx.scatter_add(z, key, g)  # atomicAdd: float32 only among floats (CuPy docs)
+            else:
+                z = _bincount_scatter_add(xp, z, g, key)
         else:
             z = _portable_scatter_add(xp, z, g, key)
         return z
@@ -626,6 +629,20 @@ def _make_getitem(xp: ArrayNamespace):
 
 def _is_index_array(k: Any) -> bool:
     return not isinstance(k, (int, slice, type(None), type(Ellipsis)))
+
+
+def _bincount_scatter_add(xp: ArrayNamespace, z: Any, g: Any, key: tuple) -> Any:
+    """Scatter-add as a weighted bincount over flat positions (float64 accumulation),
+    for CuPy dtypes its atomicAdd-based scatter_add does not support."""
+    import cupy
+
+    size = z.size
+    with z.device:
+        positions = xp.reshape(xp.arange(size), z.shape)[key]
+    flat_pos = xp.reshape(positions, (-1,))
+    flat_g = xp.reshape(xp.broadcast_to(g, positions.shape), (-1,))
+    total = cupy.bincount(flat_pos, weights=flat_g, minlength=size)
+    return xp.reshape(xp.astype(total, z.dtype), z.shape)
 
 
 def _portable_scatter_add(xp: ArrayNamespace, z: Any, g: Any, key: tuple) -> Any:
