@@ -130,30 +130,24 @@ class custom_jvp:
         return rule
 
     def __call__(self, *args: Any) -> Any:
-        levels = set()
-        for a in args:
-            if isinstance(a, Tensor) and a._tangents is not None:
-                levels.update(a._tangents)
-        levels -= forward_mode._state.suspended
+        levels = forward_mode.active_levels(args)
         if not levels or self.rule is None:
             return self.fun(*args)
-        suspended = forward_mode._state.suspended
-        added = levels - suspended
-        suspended.update(added)  # the function's own ops must not propagate these levels
-        try:
+        with forward_mode.suspended(levels):  # the function's own ops must not propagate these levels
             out = self.fun(*args)
-        finally:
-            suspended.difference_update(added)
         for level in sorted(levels):
-            tangents = tuple(forward_mode.tangent_of(a, level) if forward_mode.tangent_of(a, level) is not None
-                             else (Tensor(_zeros_like(a)) if hasattr(a, "shape") else None) for a in args)
-            suspended.add(level)
-            try:
+            tangents = tuple(_tangent_or_zeros(a, level) for a in args)
+            with forward_mode.suspended((level,)):
                 _, t_out = self.rule(tuple(args), tangents)
-            finally:
-                suspended.discard(level)
             forward_mode.attach(out, level, t_out if isinstance(t_out, Tensor) else Tensor(t_out))
         return out
+
+
+def _tangent_or_zeros(a: Any, level: int) -> Any:
+    t = forward_mode.tangent_of(a, level)
+    if t is not None:
+        return t
+    return Tensor(_zeros_like(a)) if hasattr(a, "shape") else None
 
 
 def checkpoint(f: Callable) -> Callable:

@@ -13,9 +13,10 @@ every other level's tangents (the cross terms of nested derivatives) but not L's
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from . import backend
 from .tensor import Tensor
@@ -45,24 +46,37 @@ def _zeros_like(x: Any) -> Tensor:
     return Tensor(xp.zeros_like(raw))
 
 
-def propagate(prim: Any, args: tuple, params: dict, out: Tensor) -> None:
-    """Set ``out._tangents`` from the tangents of ``args`` (called by the tape's apply)."""
-    levels = set()
+def active_levels(args: Iterable[Any]) -> set[int]:
+    """The forward-mode levels whose tangents ``args`` carry and that are not suspended."""
+    levels: set[int] = set()
     for a in args:
         if isinstance(a, Tensor) and a._tangents is not None:
             levels.update(a._tangents)
-    levels -= _state.suspended
+    return levels - _state.suspended
+
+
+@contextlib.contextmanager
+def suspended(levels: Iterable[int]) -> Iterator[None]:
+    """Ops inside do not propagate these levels' tangents."""
+    added = set(levels) - _state.suspended
+    _state.suspended.update(added)
+    try:
+        yield
+    finally:
+        _state.suspended.difference_update(added)
+
+
+def propagate(prim: Any, args: tuple, params: dict, out: Tensor) -> None:
+    """Set ``out._tangents`` from the tangents of ``args`` (called by the tape's apply)."""
+    levels = active_levels(args)
     if not levels:
         return
     from . import ops as dxp  # the differentiable namespace (imported late: it imports the tape)
 
     tangents = {}
     for level in sorted(levels):  # outer (older) levels first: inner rules see their tangents
-        _state.suspended.add(level)
-        try:
+        with suspended((level,)):
             t = _rule(prim, level, args, params, out, dxp)
-        finally:
-            _state.suspended.discard(level)
         if t is not None:
             tangents[level] = t
             out._tangents = dict(tangents)  # visible to the next (inner) level's rules
