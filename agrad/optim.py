@@ -49,8 +49,9 @@ class Optimizer:
             if p.grad is None:
                 continue
             xp = backend.namespace_of((p.data, p.grad.data), type(self).__name__)
-            if not state:
+            if "initialised" not in state:
                 self.init_state(xp, p.data, state)
+                state["initialised"] = True
             new = self.update(xp, p.data, p.grad.data, state)
             if new is not p.data:
                 p.data = new

@@ -32,10 +32,15 @@ def batch(n: int, dtype: str, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sync(xp_name: str) -> None:
+    """Wait for queued GPU work, so that timings measure it."""
     if xp_name == "cupy":
         import cupy
 
         cupy.cuda.Device().synchronize()
+    elif xp_name == "torch-cuda":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 class HandWritten:
@@ -119,6 +124,8 @@ class Torch:
 
         self.torch = torch
         dev = "cuda" if backend_name == "cupy" else "cpu"
+        if dev == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("PyTorch has no CUDA here")
         self.p = {k: torch.tensor(v.copy(), device=dev, requires_grad=True) for k, v in weights.items()}
         self.x = torch.tensor(x, device=dev)
         self.y = torch.tensor(y, device=dev)
@@ -173,10 +180,13 @@ class HipsAutograd:
         return self.grad(self.p)
 
 
-def available(cls) -> bool:
+def available(cls, backend_name: str = "numpy") -> bool:
     try:
         if cls is Torch:
-            import torch  # noqa: F401
+            import torch
+
+            if backend_name == "cupy" and not torch.cuda.is_available():
+                return False
         if cls is HipsAutograd:
             import autograd  # noqa: F401
     except ImportError:

@@ -47,7 +47,7 @@ def run(backend, batches, dtypes, rounds, target_seconds, contenders_wanted):
             ref = floor.host_grads()
             others = [common.Agrad(w, x, y, backend)]
             for cls in (common.Torch, common.HipsAutograd):
-                if cls.name in contenders_wanted and common.available(cls) and (
+                if cls.name in contenders_wanted and common.available(cls, backend) and (
                         backend == "numpy" or cls is common.Torch):
                     others.append(cls(w, x, y, backend))
             wrong = check_gradients(others, ref, rtol=1e-3 if dtype == "float32" else 1e-9)

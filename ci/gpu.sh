@@ -21,7 +21,6 @@ python -c "import agrad, cupy; print('agrad backends:', agrad.available_backends
 status=0
 timeout 240 python -m pytest -q -x --backend cupy tests -p no:cacheprovider || status=$?
 timeout 60 python ci/gpu_timing.py || status=$?
-if [ -f benchmarks/mlp_step.py ]; then
-  timeout 120 python benchmarks/mlp_step.py --backend cupy --quick || status=$?
-fi
+timeout 60 python benchmarks/op_overhead.py --backend cupy || status=$?
+timeout 150 python benchmarks/mlp_step.py --backend cupy --quick || status=$?
 exit $status

@@ -148,12 +148,13 @@ def linear(x, weight, bias=None):
 
     ``x`` has shape (..., in), ``weight`` (in, out) and ``bias`` (out,).
     """
-    xs, ws = tuple(getattr(x, "shape", ())), tuple(getattr(weight, "shape", ()))
+    xs, ws = getattr(x, "shape", ()), getattr(weight, "shape", ())
     if len(xs) < 1 or len(ws) != 2 or xs[-1] != ws[0]:
-        raise ValueError(f"agrad.linear: x of shape {xs} and weight of shape {ws} do not align: x's last axis "
-                         f"must equal weight's first (weight is (in_features, out_features))")
+        raise ValueError(f"agrad.linear: x of shape {tuple(xs)} and weight of shape {tuple(ws)} do not align: x's "
+                         f"last axis must equal weight's first (weight is (in_features, out_features))")
     if bias is None:
         return _linear(x, weight)
-    if tuple(getattr(bias, "shape", ())) != (ws[1],):
-        raise ValueError(f"agrad.linear: bias has shape {tuple(getattr(bias, 'shape', ()))}, expected ({ws[1]},)")
+    bs = getattr(bias, "shape", ())
+    if len(bs) != 1 or bs[0] != ws[1]:
+        raise ValueError(f"agrad.linear: bias has shape {tuple(bs)}, expected ({ws[1]},)")
     return _linear(x, weight, bias)
