@@ -160,6 +160,18 @@ class Tensor:
     def __bool__(self) -> bool:
         return bool(self.item())
 
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        # NumPy may look inside a NumPy-backed tensor; for any other backend that would
+        # be a silent device-to-host copy, so it is refused with the explicit spelling.
+        if not backend.is_numpy_array(self.data):
+            raise TypeError(
+                f"agrad: numpy cannot convert {backend.describe(self.data)} implicitly (it would copy it to the "
+                f"host silently); call tensor.numpy() for an explicit host copy"
+            )
+        if dtype is not None and dtype != self.data.dtype:
+            return self.data.astype(dtype)
+        return self.data.copy() if copy else self.data
+
     def __dlpack__(self, *args: Any, **kwargs: Any) -> Any:
         return self.data.__dlpack__(*args, **kwargs)
 

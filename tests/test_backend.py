@@ -162,3 +162,12 @@ def test_scatter_add_sums_repeated_indices(on_backend):
     idx = on_backend(np.array([0, 2, 0, 0]), dtype=None)
     out = agrad.scatter_add(g, (3,), (idx,))
     np.testing.assert_allclose(out.numpy(), [8.0, 0.0, 2.0])
+
+
+def test_numpy_conversion_is_implicit_only_on_the_host():
+    t = agrad.tensor(np.array([1.0, 2.0]))
+    np.testing.assert_array_equal(np.asarray(t), [1.0, 2.0])
+    with agrad.use_backend("array_api_strict"):
+        s = agrad.tensor([1.0, 2.0])
+    with pytest.raises(TypeError, match=r"\.numpy\(\)"):
+        np.asarray(s)
