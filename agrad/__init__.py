@@ -1,4 +1,4 @@
-"""agrad: reverse-mode automatic differentiation on the Python array API.
+"""agrad: reverse- and forward-mode automatic differentiation on the Python array API.
 
 One tape engine runs unchanged on NumPy (CPU), CuPy (CUDA) and any array API
 library; array-api-strict proves that nothing outside the standard is used.
