@@ -241,6 +241,19 @@ def namespace_of(arrays: Any, op: str = "operation") -> ArrayNamespace | None:
     return xp
 
 
+def as_array(xp: ArrayNamespace, x: Any) -> Any:
+    """``x`` as an array: scalars (NumPy's 0-d reductions, Python numbers) go through
+    ``xp.asarray``; an array of any backend stays where it is. A transfer op returns an
+    array of another backend, and converting it back would copy it silently.
+    """
+    ns = _BY_TYPE.get(x.__class__)
+    if ns is None and not isinstance(x, (list, tuple, *_SCALAR_TYPES)):
+        ns = _namespace_for_type(x)  # first sight of this array type
+    if ns is not None and x.__class__ is ns.array_type:
+        return x
+    return xp.asarray(x)
+
+
 def _mixed_error(op: str, arrays: list, a: Any, b: Any) -> BackendError:
     i = next(k for k, v in enumerate(arrays) if v is a)
     j = next(k for k, v in enumerate(arrays) if v is b)

@@ -166,7 +166,7 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
         if needs_grad:
             params = {**params, "aux": aux}
     if out.__class__ is not xp.array_type:
-        out = xp.asarray(out)
+        out = as_array(xp, out)
     t = _new(Tensor)
     t.data = out
     t.grad = None
@@ -191,6 +191,7 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
 
 _new = object.__new__
 namespace_of = backend.namespace_of
+as_array = backend.as_array
 
 
 # --------------------------------------------------------------------------- reverse
@@ -310,7 +311,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                     shape = a.data.shape
                 else:
                     if ga.__class__ is not xp.array_type:
-                        ga = xp.asarray(ga)
+                        ga = as_array(xp, ga)
                     shape = raw[i].shape
                 if ga.shape != shape:
                     ga = _sum_to_shape(xp, ga, shape)

@@ -19,7 +19,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true
 python -c "import agrad, cupy; print('agrad backends:', agrad.available_backends(), 'cupy', cupy.__version__)"
 status=0
-timeout 240 python -m pytest -q -x --backend cupy tests -p no:cacheprovider || status=$?
+timeout 240 python -m pytest -q --tb=short -rfE --durations=15 --backend cupy tests -p no:cacheprovider || status=$?
 timeout 60 python ci/gpu_timing.py || status=$?
 timeout 60 python benchmarks/op_overhead.py --backend cupy || status=$?
 timeout 150 python benchmarks/mlp_step.py --backend cupy --quick || status=$?

@@ -139,6 +139,23 @@ def test_unknown_device_is_a_clear_error():
         agrad.zeros(2, device="tpu")
 
 
+def test_an_op_that_changes_backend_keeps_its_output_and_gradient_where_they_are():
+    # The CPU stand-in for numpy <-> cupy transfers: neither the forward's output nor the
+    # VJP's gradient may be pulled back into the input's backend by the tape.
+    import array_api_strict
+
+    to_strict = agrad.primitive(
+        "to_strict_for_test", lambda xp, x: array_api_strict.asarray(x),
+        lambda xp, g, ans, x: np.from_dlpack(g), register=False,
+    )
+    x = agrad.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = to_strict(x)
+    assert B.namespace_of((y.data,)).name == "array_api_strict"
+    agrad.sum(y * y).backward()
+    assert isinstance(x.grad.data, np.ndarray)
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 4.0])
+
+
 @pytest.mark.skipif(not B.backend_status("cupy")[0], reason="needs CuPy and a CUDA GPU")
 def test_numpy_cupy_round_trip_is_differentiable():
     x = agrad.tensor(np.array([1.0, 2.0]), requires_grad=True)
