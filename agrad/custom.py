@@ -7,7 +7,7 @@ use, made convenient for whole functions of Tensors.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from . import backend, forward_mode, tape
 from .tensor import Tensor
@@ -22,21 +22,6 @@ def _zeros_like(x: Any) -> Any:
     return backend.namespace_of((raw,), "custom").zeros_like(raw)
 
 
-class _OnceEachG:
-    """A node's VJPs are called once per argument with the same g: compute all
-    argument gradients on the first call and hand them out."""
-
-    def __init__(self) -> None:
-        self.key: Any = None
-        self.value: Any = None
-
-    def get(self, g: Any, compute: Callable[[], Any]) -> Any:
-        if self.key is not g:
-            self.value = compute()
-            self.key = g
-        return self.value
-
-
 def _as_mode(x: Any, like_g: Any, arg: Any) -> Any:
     """A gradient in the form the engine expects: raw on a plain backward pass, a Tensor
     when the backward pass is recorded; zeros for None."""
@@ -45,6 +30,49 @@ def _as_mode(x: Any, like_g: Any, arg: Any) -> Any:
     if isinstance(like_g, Tensor):
         return x if isinstance(x, Tensor) else Tensor(x)
     return x.data if isinstance(x, Tensor) else x
+
+
+def _check_gradient_shape(name: str, kind: str, i: int, grad: Any, arg: Any) -> None:
+    gs, xs = tuple(getattr(grad, "shape", ())), tuple(getattr(arg, "shape", ()))
+    if gs == xs:
+        return
+    # A gradient of the broadcast shape is summed back by the engine; anything else is a bug in the rule.
+    ok = len(gs) >= len(xs) and all(x in (1, g) for x, g in zip(xs[::-1], gs[::-1]))
+    if not ok:
+        raise ValueError(f"agrad.{kind}: the backward rule of {name} returned a gradient of shape {gs} for "
+                         f"argument {i} of shape {xs}")
+
+
+def _inner_product(grads: Sequence[Any], tangents: Sequence[Any]) -> Tensor | None:
+    """sum_i <grads[i], tangents[i]> over the arguments that have a tangent."""
+    from . import ops
+
+    total = None
+    for gr, t in zip(grads, tangents):
+        if t is None or gr is None:
+            continue
+        term = ops.sum(gr * t)
+        total = term if total is None else total + term
+    return total
+
+
+def _transposed_jvp(pullback: Callable[[Tensor], Sequence[Any]], ans: Tensor, tangents: Sequence[Any]) -> Tensor:
+    """J t from a linear pullback u -> J^T u: J t is the gradient of <J^T u, t> in u.
+
+    This is how a custom_vjp function gets a forward-mode derivative: its backward rule
+    is linear in the cotangent, so transposing it gives the JVP (and, being written with
+    agrad ops, the result can be differentiated again).
+    """
+    from . import ops
+
+    u = Tensor(_zeros_like(ans), requires_grad=True)
+    with tape.enable_grad():
+        s = _inner_product(pullback(u), tangents)
+        if s is None or not s.requires_grad:
+            return ops.zeros_like(ans)
+        (jt,) = tape.gradients([s], [u], create_graph=True)
+    u.requires_grad = False
+    return jt
 
 
 class custom_vjp:
@@ -58,9 +86,12 @@ class custom_vjp:
 
         f.defvjp(f_fwd, f_bwd)
 
-    ``f_bwd`` returns one gradient per positional argument (None for none). Residuals
-    are constants of the backward pass: second derivatives do not flow through them.
-    Forward mode (``agrad.jvp``) through a custom_vjp function is an error, as in JAX.
+    ``f_bwd`` returns one gradient per positional argument (None for none), all from one
+    call; every call of ``f`` keeps its own residuals. Higher order follows JAX: when
+    the backward pass is itself differentiated, ``f_fwd`` runs again on the recorded
+    inputs, so the residuals are functions of them, and ``f_bwd`` (written with agrad
+    ops) is differentiated. Forward mode transposes ``f_bwd``, which is linear in ``g``:
+    ``jvp``, ``hessian`` and ``jacobian(mode="forward")`` work too.
     """
 
     def __init__(self, fun: Callable) -> None:
@@ -69,31 +100,49 @@ class custom_vjp:
         self.prim: tape.Primitive | None = None
         self._inside_fwd = 0
 
-    def defvjp(self, fwd: Callable, bwd: Callable) -> "custom_vjp":
-        name = getattr(self.fun, "__name__", "function")
-        cache = _OnceEachG()
+    def _fwd(self, fwd: Callable, args: Sequence[Any]) -> tuple[Any, Any]:
+        self._inside_fwd += 1  # fwd may call f itself (the JAX idiom): run the plain function then
+        try:
+            out, res = fwd(*args)
+        finally:
+            self._inside_fwd -= 1
+        if not isinstance(out, Tensor):
+            raise TypeError(f"agrad.custom_vjp: the fwd of {self.__name__} must return (output Tensor, residuals), "
+                            f"got an output of type {type(out).__name__}")
+        return out, res
 
+    def _bwd(self, bwd: Callable, res: Any, g: Tensor, args: Sequence[Any]) -> list[Any]:
+        grads = bwd(res, g)
+        grads = list(grads) if isinstance(grads, (tuple, list)) else [grads]
+        if len(grads) != len(args):
+            raise ValueError(f"agrad.custom_vjp: the bwd of {self.__name__} returned {len(grads)} gradients for "
+                             f"{len(args)} arguments")
+        for i, (gr, a) in enumerate(zip(grads, args)):
+            if gr is not None:
+                _check_gradient_shape(self.__name__, "custom_vjp", i, gr, a)
+        return grads
+
+    def defvjp(self, fwd: Callable, bwd: Callable) -> "custom_vjp":
         def forward(xp, *raw):
-            self._inside_fwd += 1  # fwd may call f itself (the JAX idiom): run the plain function then
-            try:
-                with tape.no_grad():
-                    out, res = fwd(*_wrap_inputs(raw))
-            finally:
-                self._inside_fwd -= 1
+            with tape.no_grad():
+                out, res = self._fwd(fwd, _wrap_inputs(raw))
             return out.data, res
 
-        def vjp(i, xp, g, ans, *args, aux=None):
-            def compute():
-                grads = bwd(aux, g if isinstance(g, Tensor) else Tensor(g))
-                grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
-                if len(grads) != len(args):
-                    raise ValueError(f"agrad.custom_vjp: the bwd of {name} returned {len(grads)} gradients for "
-                                     f"{len(args)} arguments")
-                return grads
+        def vjp_all(xp, g, ans, args, wanted, params):
+            if isinstance(g, Tensor):  # recorded backward pass: residuals as functions of the inputs
+                with tape.enable_grad():
+                    _, res = self._fwd(fwd, args)
+                    grads = self._bwd(bwd, res, g, args)
+            else:
+                grads = self._bwd(bwd, params["aux"], Tensor(g), args)
+            return [_as_mode(gr, g, a) if w else None for gr, a, w in zip(grads, args, wanted)]
 
-            return _as_mode(cache.get(g, compute)[i], g, args[i])
+        def jvp_all(xp, tangents, ans, args, params):
+            _, res = self._fwd(fwd, args)
+            return _transposed_jvp(lambda u: self._bwd(bwd, res, u, args), ans, tangents)
 
-        self.prim = tape.Primitive(f"custom_vjp:{name}", forward, vjp_variadic=vjp, register=False, has_aux=True)
+        self.prim = tape.Primitive(f"custom_vjp:{self.__name__}", forward, register=False, has_aux=True,
+                                   vjp_all=vjp_all, jvp_all=jvp_all)
         return self
 
     def __call__(self, *args: Any) -> Tensor:
@@ -155,10 +204,10 @@ def checkpoint(f: Callable) -> Callable:
 
     The forward pass runs without recording; the backward pass runs ``f`` again,
     recording, and differentiates that: memory for time, as in ``torch.utils.checkpoint``
-    and ``jax.checkpoint``. Works with create_graph (higher order) and forward mode.
+    and ``jax.checkpoint``. Each call is a node of its own. Works with create_graph
+    (higher order) and forward mode.
     """
     name = getattr(f, "__name__", "function")
-    cache = _OnceEachG()
 
     def forward(xp, *raw):
         with tape.no_grad():
@@ -167,40 +216,44 @@ def checkpoint(f: Callable) -> Callable:
             raise TypeError(f"agrad.checkpoint: {name} must return one Tensor, got {type(out).__name__}")
         return out.data
 
-    def vjp(i, xp, g, ans, *args):
-        def compute():
-            recorded = isinstance(g, Tensor)  # create_graph: differentiate through the recomputation
-            if recorded:
-                xs = [a if isinstance(a, Tensor) and a.requires_grad else a for a in args]
+    def vjp_all(xp, g, ans, args, wanted, params):
+        from . import transforms
+
+        recorded = isinstance(g, Tensor)  # create_graph: differentiate through the recomputation
+        xs, targets = [], []
+        for a, w in zip(args, wanted):
+            if w:
+                # A node of its own per argument: partial derivatives, even when one argument
+                # is computed from another or two arguments are the same Tensor.
+                x = transforms._target(a) if recorded else Tensor(a, requires_grad=True)
+                targets.append(x)
+                xs.append(x)
             else:
-                xs = [Tensor(a, requires_grad=True) if _is_float(a) else a for a in args]
-            targets = [x for x in xs if isinstance(x, Tensor) and x.requires_grad]
-            with tape.enable_grad():
-                out = f(*xs)
-                grads = tape.gradients([out], targets, grad_outputs=[g], create_graph=recorded)
-            by_id = {id(t): gr for t, gr in zip(targets, grads)}
-            return [by_id.get(id(x)) for x in xs]
+                xs.append(a)
+        with tape.enable_grad():
+            out = f(*xs)
+            grads = tape.gradients([out], targets, grad_outputs=[g], create_graph=recorded)
+        transforms._retire(targets)
+        it = iter(grads)
+        return [_as_mode(next(it), g, a) if w else None for a, w in zip(args, wanted)]
 
-        return _as_mode(cache.get(g, compute)[i], g, args[i])
+    def jvp_all(xp, tangents, ans, args, params):
+        from .transforms import jvp
 
-    def jvp_rule(k):
-        def rule(xp, t, ans, *args):
-            from .transforms import jvp
+        idx = [i for i, t in enumerate(tangents) if t is not None]
 
-            def f_k(x):
-                full = list(args)
-                full[k] = x
-                return f(*full)
+        def f_sel(*sel):
+            full = list(args)
+            for i, x in zip(idx, sel):
+                full[i] = x
+            return f(*full)
 
-            return jvp(f_k, (args[k],), (t,))[1]
+        return jvp(f_sel, [args[i] for i in idx], [tangents[i] for i in idx])[1]
 
-        return rule
-
-    prim = tape.Primitive(f"checkpoint:{name}", forward, vjp_variadic=vjp, register=False)
+    prim = tape.Primitive(f"checkpoint:{name}", forward, register=False, vjp_all=vjp_all, jvp_all=jvp_all)
 
     @functools.wraps(f)
     def wrapped(*args: Any) -> Tensor:
-        prim.jvps = tuple(jvp_rule(k) for k in range(len(args)))
         return prim(*args)
 
     return wrapped

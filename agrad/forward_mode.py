@@ -30,10 +30,20 @@ class _State(threading.local):
 
 
 _state = _State()
+# Levels of the jvp calls still running (in any thread). A finished jvp's tangents may
+# linger on intermediate Tensors; they must not propagate into later computations.
+_running: set[int] = set()
 
 
 def new_level() -> int:
-    return next(_levels)
+    level = next(_levels)
+    _running.add(level)
+    return level
+
+
+def retire(level: int) -> None:
+    """The jvp of ``level`` has returned."""
+    _running.discard(level)
 
 
 class NoJVPRule(NotImplementedError):
@@ -52,7 +62,7 @@ def active_levels(args: Iterable[Any]) -> set[int]:
     for a in args:
         if isinstance(a, Tensor) and a._tangents is not None:
             levels.update(a._tangents)
-    return levels - _state.suspended
+    return (levels & _running) - _state.suspended
 
 
 @contextlib.contextmanager
@@ -93,7 +103,9 @@ def _rule(prim: Any, level: int, args: tuple, params: dict, out: Tensor, dxp: An
     ts = [_tangent(a, level) for a in args]
     if all(t is None for t in ts):
         return None
-    if prim.jvp_linear:
+    if prim.jvp_all is not None:
+        total = prim.jvp_all(dxp, ts, out, args, params)
+    elif prim.jvp_linear:
         # Linear in its arrays: the output tangent is the op applied to the tangents.
         filled = [t if t is not None else (_zeros_like(a) if hasattr(a, "shape") else a) for a, t in zip(args, ts)]
         total = prim(*filled, **params)

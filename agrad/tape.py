@@ -67,9 +67,14 @@ class Primitive:
     of the broadcast shape, which the engine sums back to the argument's shape.
     ``None`` marks an argument that is not differentiable (indices, masks).
     ``vjp_variadic(i, xp, g, ans, *args, **params)`` serves ops with any number of
-    array arguments (concat, stack).
+    array arguments (concat, stack). ``vjp_all(xp, g, ans, args, wanted, params)``
+    returns every argument's gradient from one call (None where ``wanted[i]`` is false
+    or there is none): for rules that share work between arguments (custom_vjp,
+    checkpoint), with no cache that two nodes could share.
     Forward mode: ``jvps[i](xp, t, ans, *args, **params)`` is argument i's contribution
     to the output tangent given its tangent ``t`` (it may have the broadcast shape).
+    ``jvp_all(xp, tangents, ans, args, params)`` gives the whole output tangent from the
+    tangents of all arguments (None where an argument has none) in one call.
     ``jvp_linear=True`` says the op is linear in its array arguments, so the output
     tangent is the op itself applied to the tangents. JVP rules always run on Tensors
     with agrad's differentiable namespace, so they can be differentiated again.
@@ -82,12 +87,15 @@ class Primitive:
     # No __slots__: primitives are few, and a __dict__ lets each carry its own __doc__.
 
     def __init__(self, name: str, forward: Callable, vjps: Sequence[Callable | None] = (),
-                 vjp_variadic: Callable | None = None, register: bool = True, has_aux: bool = False) -> None:
+                 vjp_variadic: Callable | None = None, register: bool = True, has_aux: bool = False,
+                 vjp_all: Callable | None = None, jvp_all: Callable | None = None) -> None:
         self.name = name
         self.has_aux = has_aux
         self.forward = forward
         self.vjps = tuple(vjps)
         self.vjp_variadic = vjp_variadic
+        self.vjp_all = vjp_all
+        self.jvp_all = jvp_all
         self.jvps: tuple = ()
         self.jvp_linear = False
         self.__doc__ = f"The agrad primitive {name!r}."
@@ -170,7 +178,6 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
     t = _new(Tensor)
     t.data = out
     t.grad = None
-    t._pending = None
     t._tangents = None
     if needs_grad and _grad_mode.enabled:
         t.requires_grad = True
@@ -237,6 +244,108 @@ def _dependency_counts(roots: Sequence[Tensor]) -> dict[int, int]:
     return counts
 
 
+class Plan:
+    """The part of a graph that a gradient with respect to ``targets`` needs.
+
+    ``useful`` holds the ids of the targets and of every node with a path to one: only
+    their VJPs run, so a sweep never wanders into (or frees) the graph of an enclosing
+    computation. ``counts`` is the number of useful edges leading to each useful node.
+    ``foreign`` says that the gradient depends on values that something else traces:
+    a useful node takes a live input (see :func:`_live_nodes`) that does not lead to
+    the targets, a target is itself a live recorded node (an enclosing transform traces
+    its input), or a useful node carries forward-mode tangents. Then the backward pass
+    must be recorded, or the enclosing derivative would silently lose the terms that
+    flow through it.
+    """
+
+    __slots__ = ("counts", "useful", "foreign")
+
+    def __init__(self, counts: dict[int, int], useful: set[int] | None, foreign: bool) -> None:
+        self.counts, self.useful, self.foreign = counts, useful, foreign
+
+
+def _post_order(roots: Sequence[Tensor], released_ok: bool = False) -> list[Tensor]:
+    """The recorded nodes below ``roots``, inputs before their users, without recursion
+    (graphs may be 100,000 nodes deep). A node freed by an earlier backward pass is an
+    error, or with ``released_ok`` a node without inputs."""
+    order: list[Tensor] = []
+    seen: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(r, False) for r in roots if r._prim is not None and r.requires_grad]
+    while stack:
+        t, done = stack.pop()
+        if done:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if t._prim is RELEASED and not released_ok:
+            raise _released_error(t)
+        stack.append((t, True))
+        for a in t._args:
+            if isinstance(a, Tensor) and a.requires_grad and a._prim is not None and id(a) not in seen:
+                stack.append((a, False))
+    return order
+
+
+def _live_nodes(order: Sequence[Tensor]) -> set[int]:
+    """The nodes of ``order`` (post-order) that depend on a leaf that still requires a
+    gradient. A transform's own inputs stop requiring one when it returns, so what it
+    recorded on them is history nobody can differentiate any more."""
+    live: set[int] = set()
+    for t in order:
+        for a in t._args:
+            if isinstance(a, Tensor) and a.requires_grad and (a._prim is None or id(a) in live):
+                live.add(id(t))
+                break
+    return live
+
+
+def plan(roots: Sequence[Tensor], targets: Sequence[Tensor] | None) -> Plan:
+    """Analyse the graph below ``roots``; ``targets`` None means every leaf (``backward``)."""
+    if targets is None:
+        return Plan(_dependency_counts(roots), None, False)
+    target_ids = {id(t) for t in targets}
+    order = _post_order(roots)
+    live = _live_nodes(order)
+    useful = set(target_ids)
+    for t in order:
+        if id(t) in useful or any(isinstance(a, Tensor) and id(a) in useful for a in t._args):
+            useful.add(id(t))
+    foreign = any(id(t) in live for t in targets)
+    counts: dict[int, int] = {}
+    for t in order:
+        if id(t) not in useful:
+            continue
+        counts.setdefault(id(t), 0)
+        if t._tangents is not None and forward_mode.active_levels((t,)):
+            foreign = True
+        for a in t._args:
+            if not (isinstance(a, Tensor) and a.requires_grad):
+                continue
+            if id(a) in useful:
+                if a._prim is not None:
+                    counts[id(a)] = counts.get(id(a), 0) + 1
+            elif a._prim is None or id(a) in live:
+                foreign = True
+    return Plan(counts, useful, foreign)
+
+
+def without_dead_history(t: Tensor) -> Tensor:
+    """``t`` itself if someone can still differentiate it, else the same data (and
+    forward-mode tangents) with the dead history dropped: what transforms return, so
+    that their results hold no graph that nothing can use."""
+    if not isinstance(t, Tensor) or t._prim is None:
+        return t
+    order = _post_order([t], released_ok=True)
+    if id(t) in _live_nodes(order):
+        return t
+    out = Tensor(t.data)
+    if t._tangents is not None:
+        out._tangents = {k: without_dead_history(v) for k, v in t._tangents.items()}
+    return out
+
+
 def _sum_to_shape(xp: Any, g: Any, shape: tuple) -> Any:
     """Undo broadcasting: sum ``g`` over the axes along which the input was expanded."""
     gshape = g.shape
@@ -255,28 +364,46 @@ def _sum_to_shape(xp: Any, g: Any, shape: tuple) -> Any:
     return g
 
 
+def _all_vjps(t: Tensor, xp: Any, g: Any, ans: Any, raw: Sequence[Any], useful: set[int] | None) -> list[Any]:
+    """Every wanted argument's gradient from one call of the node's ``vjp_all`` rule."""
+    if useful is None:
+        wanted = tuple(isinstance(a, Tensor) and a.requires_grad for a in t._args)
+    else:
+        wanted = tuple(isinstance(a, Tensor) and id(a) in useful for a in t._args)
+    grads = list(t._prim.vjp_all(xp, g, ans, tuple(raw), wanted, t._params))
+    if len(grads) != len(wanted):
+        raise ValueError(f"agrad.{t._prim.name}: its VJP returned {len(grads)} gradients for {len(wanted)} arguments")
+    return grads
+
+
 def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, create_graph: bool,
-           capture: dict[int, Any] | None) -> None:
+           capture: dict[int, Any] | None, graph: Plan | None = None) -> None:
     """The reverse sweep shared by :func:`backward` and :func:`gradients`.
 
-    Gradients flow through the ``_pending`` slot of each node. Leaves receive theirs
-    into ``.grad`` or, when ``capture`` is given, into ``capture[id(leaf)]`` for the
-    leaves (or intermediate nodes) whose ids it holds.
+    Gradients in flight live in a dict local to this sweep (never on the nodes), so a
+    sweep started inside another one (a custom rule, a checkpoint, a nested grad)
+    cannot disturb it. Leaves receive theirs into ``.grad`` or, when ``capture`` is
+    given, into ``capture[id(node)]`` for the leaves or nodes whose ids it holds.
     """
     dxp = _differentiable_namespace() if create_graph else None
     fast_leaves = capture is None and not create_graph
+    if graph is None:
+        graph = plan(roots, None)
+    counts, useful = graph.counts, graph.useful
 
     by_type = backend._BY_TYPE
-    counts = _dependency_counts(roots)
+    pending: dict[int, Any] = {}
     for r, s in zip(roots, seeds):
         if r._prim is None:
-            _deliver_leaf(r, s, s, capture, create_graph)
-        else:
-            r._pending = s if r._pending is None else r._pending + s
+            if (r.requires_grad and useful is None) or (useful is not None and id(r) in useful):
+                _deliver_leaf(r, s, s, capture, create_graph)
+        elif id(r) in counts:
+            k = id(r)
+            pending[k] = s if k not in pending else pending[k] + s
     # A root may also feed another root: it is ready only once nothing leads to it.
     ready = []
     for r in roots:
-        if r._prim is not None and counts[id(r)] == 0 and not any(q is r for q in ready):
+        if r._prim is not None and counts.get(id(r)) == 0 and not any(q is r for q in ready):
             ready.append(r)
     # Record the VJPs only for create_graph (plain save/restore: this runs every step).
     previous = _grad_mode.enabled
@@ -284,35 +411,41 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
     try:
         while ready:
             t = ready.pop()
-            g = t._pending
-            t._pending = None
+            g = pending.pop(id(t))
             if capture is not None and id(t) in capture:
                 capture[id(t)] = g if capture[id(t)] is None else capture[id(t)] + g
-            prim, args, params = t._prim, t._args, t._params
+            args = t._args
             if create_graph:
                 xp, ans, raw = dxp, t, args
             else:
                 ans = t.data
                 xp = by_type[ans.__class__]
                 raw = t._inputs
-            vjps, variadic = prim.vjps, prim.vjp_variadic
+            prim, params = t._prim, t._params
+            all_grads = None
+            if prim.vjp_all is not None:
+                all_grads = _all_vjps(t, xp, g, ans, raw, useful)
             for i, a in enumerate(args):
-                if not (isinstance(a, Tensor) and a.requires_grad):
-                    continue
-                if variadic is not None:
-                    ga = variadic(i, xp, g, ans, *raw, **params)
+                if useful is None:
+                    if not (isinstance(a, Tensor) and a.requires_grad):
+                        continue
+                elif not (isinstance(a, Tensor) and id(a) in useful):
+                    continue  # a transform's targets may no longer require a gradient themselves
+                if all_grads is not None:
+                    ga = all_grads[i]
+                elif prim.vjp_variadic is not None:
+                    ga = prim.vjp_variadic(i, xp, g, ans, *raw, **params)
                 else:
-                    vjp = vjps[i] if i < len(vjps) else None
+                    vjp = prim.vjps[i] if i < len(prim.vjps) else None
                     if vjp is None:
                         raise RuntimeError(f"agrad.{prim.name}: argument {i} is not differentiable "
                                            f"but requires a gradient")
                     ga = vjp(xp, g, ans, *raw, **params)
-                if create_graph:
-                    shape = a.data.shape
-                else:
-                    if ga.__class__ is not xp.array_type:
-                        ga = as_array(xp, ga)
-                    shape = raw[i].shape
+                if ga is None:
+                    continue
+                if not create_graph and ga.__class__ is not xp.array_type:
+                    ga = as_array(xp, ga)
+                shape = a.data.shape
                 if ga.shape != shape:
                     ga = _sum_to_shape(xp, ga, shape)
                 if ga.dtype != a.data.dtype:
@@ -323,8 +456,8 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                     else:
                         _deliver_leaf(a, ga, g, capture, create_graph)
                     continue
-                a._pending = ga if a._pending is None else a._pending + ga
                 k = id(a)
+                pending[k] = ga if k not in pending else pending[k] + ga
                 counts[k] -= 1
                 if counts[k] == 0:
                     ready.append(a)
@@ -371,7 +504,7 @@ def _wrap(data: Any) -> Tensor:
     """A constant Tensor around an array already known to be valid (no checks)."""
     t = _new(Tensor)
     t.data = data
-    t.grad = t._prim = t._args = t._inputs = t._params = t._pending = t._tangents = None
+    t.grad = t._prim = t._args = t._inputs = t._params = t._tangents = None
     t.requires_grad = False
     return t
 
@@ -402,11 +535,22 @@ def _seed(root: Tensor, grad: Any, create_graph: bool, op: str) -> Any:
                 f"agrad.{op}: grad has shape {tuple(seed.shape)} but the output has shape "
                 f"{tuple(root.data.shape)}; they must match"
             )
+        if create_graph and isinstance(grad, Tensor):
+            # A recorded cotangent stays one: the result is a differentiable function of it.
+            if grad.dtype != root.data.dtype:
+                return _differentiable_namespace().astype(grad, root.data.dtype)
+            return grad
         if seed.dtype != root.data.dtype:
             seed = xp.astype(seed, root.data.dtype)
     if create_graph:
-        return grad if isinstance(grad, Tensor) else Tensor(seed)
+        return Tensor(seed)
     return seed
+
+
+def _is_traced(x: Any) -> bool:
+    """Whether someone may differentiate with respect to ``x`` (tape or forward mode)."""
+    return isinstance(x, Tensor) and (x.requires_grad or (x._tangents is not None and
+                                                          bool(forward_mode.active_levels((x,)))))
 
 
 def backward(root: Tensor, grad: Any = None, retain_graph: bool = False, create_graph: bool = False) -> None:
@@ -425,35 +569,59 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False, create_
 
 
 def gradients(outputs: Sequence[Tensor], inputs: Sequence[Tensor], grad_outputs: Sequence[Any] | None = None,
-              retain_graph: bool | None = None, create_graph: bool = False) -> list[Any]:
+              retain_graph: bool | None = None, create_graph: bool | None = False) -> list[Tensor]:
     """d(outputs)/d(inputs), returned rather than accumulated into ``.grad``.
 
-    The analogue of ``torch.autograd.grad``. An input the outputs do not depend on
-    gets a zero gradient. The gradients are Tensors, themselves recorded (and so
-    differentiable) when ``create_graph=True``.
+    The analogue of ``torch.autograd.grad``: the gradient of ``sum_k <grad_outputs[k],
+    outputs[k]>`` with respect to each input (a leaf or a recorded node); an input the
+    outputs do not depend on gets zeros. Only the part of the graph between the outputs
+    and the inputs is swept. The gradients are Tensors, recorded (and so differentiable)
+    when ``create_graph=True``; ``create_graph=None`` records exactly when the result
+    depends on values that something else traces (see :class:`Plan`) or on a recorded
+    ``grad_outputs`` entry, which is how the function transforms call it.
     """
-    if retain_graph is None:
-        retain_graph = create_graph
+    result, _ = _gradients(outputs, inputs, grad_outputs, retain_graph, create_graph)
+    return result
+
+
+def _gradients(outputs: Sequence[Any], inputs: Sequence[Tensor], grad_outputs: Sequence[Any] | None,
+               retain_graph: bool | None, create_graph: bool | None) -> tuple[list[Tensor], bool]:
+    """:func:`gradients`, also saying whether the backward pass was recorded."""
     if grad_outputs is None:
         grad_outputs = [None] * len(outputs)
-    roots, seeds = [], []
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"agrad.grad: {len(grad_outputs)} output gradients for {len(outputs)} outputs")
+    roots, given = [], []
+    input_ids = {id(x) for x in inputs}
     for out, go in zip(outputs, grad_outputs):
-        if not isinstance(out, Tensor) or not out.requires_grad:
-            continue
-        roots.append(out)
-        seeds.append(_seed(out, go, create_graph, "grad"))
+        if isinstance(out, Tensor) and (out.requires_grad or id(out) in input_ids):
+            roots.append(out)
+            given.append(go)
+    graph = plan(roots, inputs)
+    if create_graph is None:
+        create_graph = graph.foreign or any(_is_traced(go) for go in given)
+    if retain_graph is None:
+        retain_graph = create_graph
+    seeds = [_seed(r, go, create_graph, "grad") for r, go in zip(roots, given)]
     capture: dict[int, Any] = {id(x): None for x in inputs}
     if roots:
-        _sweep(roots, seeds, retain_graph, create_graph, capture)
-    result = []
+        with _set_grad(create_graph):
+            _sweep(roots, seeds, retain_graph, create_graph, capture, graph)
+    result: list[Tensor] = []
+    handed_out: set[int] = {id(s) for s in seeds}
     for x in inputs:
         g = capture[id(x)]
         if g is None:
-            xp = backend.namespace_of((x.data,), "grad")
-            g = xp.zeros_like(x.data)
-            if create_graph:
-                g = Tensor(g)
-        elif not create_graph and not _owns(g):
-            g = backend.namespace_of((g,), "grad").asarray(g, copy=True)
-        result.append(g if isinstance(g, Tensor) else Tensor(g))
-    return result
+            g = Tensor(backend.namespace_of((x.data,), "grad").zeros_like(x.data))
+        elif create_graph:
+            g = g if isinstance(g, Tensor) else Tensor(g)
+            if id(g) in handed_out:  # every input gets a Tensor of its own, never an alias
+                with _set_grad(True):
+                    g = _differentiable_namespace().identity(g)
+        else:
+            if not _owns(g) or any(g is r.data for r in result):
+                g = backend.namespace_of((g,), "grad").asarray(g, copy=True)
+            g = Tensor(g)
+        handed_out.add(id(g))
+        result.append(g)
+    return result, create_graph

@@ -28,8 +28,7 @@ class Tensor:
     """
 
     # _tangents: forward-mode tangents, {level: Tensor}, while an agrad.jvp is running.
-    __slots__ = ("data", "grad", "requires_grad", "_prim", "_args", "_inputs", "_params", "_pending",
-                 "_tangents", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_prim", "_args", "_inputs", "_params", "_tangents", "__weakref__")
     # numpy defers to Tensor's reflected operators (ndarray + Tensor -> Tensor.__radd__).
     __array_ufunc__ = None
     __array_priority__ = 1000
@@ -49,7 +48,6 @@ class Tensor:
         self._args = None
         self._inputs = None
         self._params = None
-        self._pending = None
         self._tangents = None
         self.requires_grad = False
         if requires_grad:
@@ -163,6 +161,14 @@ class Tensor:
     def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
         # NumPy may look inside a NumPy-backed tensor; for any other backend that would
         # be a silent device-to-host copy, so it is refused with the explicit spelling.
+        # A traced tensor is refused too: NumPy would keep its values and silently drop
+        # the derivative (np.asarray([x, 2 * x]) inside a grad).
+        if self.requires_grad or (self._tangents is not None and _tape._is_traced(self)):
+            raise TypeError(
+                "agrad: numpy cannot read a Tensor that is being differentiated: it would keep the values and "
+                "silently drop the derivative. Use agrad ops (agrad.asarray([...]) and agrad.stack are "
+                "differentiable), or take the values explicitly with t.detach() or t.numpy()"
+            )
         if not backend.is_numpy_array(self.data):
             raise TypeError(
                 f"agrad: numpy cannot convert {backend.describe(self.data)} implicitly (it would copy it to the "

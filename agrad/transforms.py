@@ -29,23 +29,71 @@ def _raw(x: Any) -> Any:
     return x.data if isinstance(x, Tensor) else x
 
 
-def _as_target(x: Any) -> tuple[Tensor, bool]:
-    """A Tensor to differentiate with respect to, and whether the backward pass must be
-    recorded: when an outer grad traces ``x``, or when ``x`` carries forward-mode tangents
-    (forward over reverse: the tangents must flow through the backward pass)."""
-    if isinstance(x, Tensor) and x.requires_grad and tape.is_grad_enabled():
-        return x, True
-    t = Tensor(_raw(x), requires_grad=True)
-    if isinstance(x, Tensor) and x._tangents is not None:
-        t._tangents = dict(x._tangents)
-        return t, True
-    return t, False
+def _target(x: Any) -> Tensor:
+    """A Tensor of its own for one input position, to differentiate with respect to.
+
+    It is always a new node, even when two positions hold the same object or an
+    enclosing transform traces ``x``: a derivative with respect to it is then the
+    partial derivative for this position alone, and no inner derivative can be
+    confused with an outer one. A traced ``x`` is linked by a recorded identity (outer
+    derivatives flow through it); forward-mode tangents ride along.
+    """
+    if isinstance(x, Tensor):
+        if x.requires_grad:
+            from .ops import identity
+
+            with tape.enable_grad():
+                return identity(x)
+        t = Tensor(x.data, requires_grad=True)
+        if x._tangents is not None:
+            t._tangents = dict(x._tangents)
+        return t
+    return Tensor(x, requires_grad=True)
 
 
-def _check_scalar(out: Any, name: str) -> Tensor:
+def _retire(targets: Sequence[Tensor]) -> None:
+    """A transform has returned: its own input leaves stop requiring a gradient, so that
+    what was recorded on them no longer counts as traced (see ``tape.Plan``)."""
+    for t in targets:
+        if t._prim is None:
+            t.requires_grad = False
+
+
+def _targets_of(trees: Sequence[Any]) -> tuple[list[Any], list[tuple], list[Tensor]]:
+    """Each pytree with its leaves replaced by targets; the specs to split gradients back."""
+    new_trees, specs, targets = [], [], []
+    for tr in trees:
+        leaves, treedef = tree.flatten(tr)
+        ts = [_target(leaf) for leaf in leaves]
+        new_trees.append(tree.unflatten(treedef, ts))
+        specs.append((treedef, len(ts)))
+        targets.extend(ts)
+    return new_trees, specs, targets
+
+
+def _split(specs: list[tuple], grads: Sequence[Any]) -> list[Any]:
+    pieces, start = [], 0
+    for treedef, n in specs:
+        pieces.append(tree.unflatten(treedef, list(grads[start:start + n])))
+        start += n
+    return pieces
+
+
+def _output(out: Any, name: str, scalar: bool) -> Tensor:
+    """The function's output as a Tensor: real floating, and a scalar when ``scalar``."""
     if not isinstance(out, Tensor):
-        raise TypeError(f"agrad.{name}: the function must return an agrad Tensor, got {type(out).__name__}")
-    if out.shape != ():
+        if isinstance(out, bool) or not (isinstance(out, (int, float)) or hasattr(out, "shape")):
+            raise TypeError(f"agrad.{name}: the function must return an agrad Tensor, got {type(out).__name__}")
+        out = Tensor(out)  # a constant: its derivative is zero
+    xp = backend.namespace_of((out.data,), name)
+    if not xp.isdtype(out.dtype, "real floating"):
+        raise TypeError(
+            f"agrad.{name}: the function's output must be real floating point to be differentiated, but it is "
+            f"{backend.describe(out.data)}" + ("; for a complex output differentiate its real and imaginary "
+                                               "parts separately" if xp.isdtype(out.dtype, "complex floating")
+                                               else "; cast it, e.g. agrad.astype(y, 'float64')")
+        )
+    if scalar and out.shape != ():
         raise ValueError(
             f"agrad.{name}: the function must return a scalar (shape ()), got shape {out.shape}; "
             f"use agrad.vjp or agrad.jacobian for non-scalar outputs"
@@ -56,27 +104,21 @@ def _check_scalar(out: Any, name: str) -> Tensor:
 def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
     """A function returning ``(f(*args), df/d args[argnums])``.
 
-    ``f`` must return a scalar Tensor (or ``(scalar, aux)`` with ``has_aux=True``, in
+    ``f`` must return a real scalar (or ``(scalar, aux)`` with ``has_aux=True``, in
     which case the result is ``((value, aux), grad)``). Each differentiated argument may
     be a pytree; its gradient has the same structure. With an int ``argnums`` the
-    gradient is one pytree, with a tuple a tuple of them.
+    gradient is one pytree, with a tuple a tuple of them. Called inside another
+    transform, the result stays differentiable by the enclosing one, also through values
+    ``f`` closes over.
     """
 
     @functools.wraps(f)
     def wrapped(*args: Any, **kwargs: Any):
         nums = _argnums(argnums, len(args), "value_and_grad")
         args = list(args)
-        specs, targets, nested = [], [], False
-        for i in nums:
-            leaves, treedef = tree.flatten(args[i])
-            ts = []
-            for leaf in leaves:
-                t, outer = _as_target(leaf)
-                ts.append(t)
-                nested = nested or outer
-            args[i] = tree.unflatten(treedef, ts)
-            specs.append((treedef, len(ts)))
-            targets.extend(ts)
+        new_trees, specs, targets = _targets_of([args[i] for i in nums])
+        for i, new in zip(nums, new_trees):
+            args[i] = new
         with tape.enable_grad():
             result = f(*args, **kwargs)
             if has_aux:
@@ -85,14 +127,12 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
                 out, aux = result
             else:
                 out, aux = result, None
-            _check_scalar(out, "grad")
-            grads = tape.gradients([out], targets, create_graph=nested)
-        pieces, start = [], 0
-        for treedef, n in specs:
-            pieces.append(tree.unflatten(treedef, grads[start:start + n]))
-            start += n
+            out = _output(out, "grad", scalar=True)
+            grads, _ = tape._gradients([out], targets, None, None, None)
+        _retire(targets)
+        pieces = _split(specs, [tape.without_dead_history(g) for g in grads])
         g = pieces[0] if isinstance(argnums, int) else tuple(pieces)
-        value = out if nested else out.detach()
+        value = tape.without_dead_history(out)
         return ((value, aux), g) if has_aux else (value, g)
 
     return wrapped
@@ -114,38 +154,41 @@ def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -
     return wrapped
 
 
-def vjp(f: Callable, *primals: Any) -> tuple[Any, Callable]:
-    """Evaluate ``f(*primals)`` and return ``(out, pullback)``.
+def vjp(f: Callable, *primals: Any, has_aux: bool = False) -> tuple:
+    """Evaluate ``f(*primals)`` and return ``(out, pullback)`` (``(out, pullback, aux)``
+    with ``has_aux=True``, where ``f`` returns ``(out, aux)``).
 
-    ``pullback(g)`` returns the tuple of vector-Jacobian products g^T df/dprimal_i,
-    one per primal (each with the primal's pytree structure); it may be called many times.
+    ``out`` may be a pytree of Tensors. ``pullback(cotangent)``, with a cotangent of
+    ``out``'s structure, returns the tuple of vector-Jacobian products, one per primal
+    (each with the primal's pytree structure). It may be called many times, and it is an
+    ordinary differentiable function of the cotangent and of the primals.
     """
-    specs, targets, nested, args = [], [], False, []
-    for p in primals:
-        leaves, treedef = tree.flatten(p)
-        ts = []
-        for leaf in leaves:
-            t, outer = _as_target(leaf)
-            ts.append(t)
-            nested = nested or outer
-        args.append(tree.unflatten(treedef, ts))
-        specs.append((treedef, len(ts)))
-        targets.extend(ts)
+    args, specs, targets = _targets_of(primals)
     with tape.enable_grad():
-        out = f(*args)
-    if not isinstance(out, Tensor):
-        raise TypeError(f"agrad.vjp: the function must return an agrad Tensor, got {type(out).__name__}")
+        result = f(*args)
+    if has_aux:
+        if not (isinstance(result, (tuple, list)) and len(result) == 2):
+            raise TypeError("agrad.vjp(has_aux=True): the function must return a pair (output, aux)")
+        result, aux = result
+    o_leaves, o_def = tree.flatten(result)
+    o_leaves = [_output(o, "vjp", scalar=False) for o in o_leaves]
+    _retire(targets)  # the pullback still differentiates with respect to them; nothing else can
 
-    def pullback(g: Any) -> tuple:
+    def pullback(cotangent: Any) -> tuple:
+        c_leaves, c_def = tree.flatten(cotangent)
+        if len(c_leaves) != len(o_leaves) or (len(o_leaves) == 1 and o_def.kind == "leaf") != (c_def.kind == "leaf"):
+            raise ValueError(f"agrad.vjp: the cotangent must have the structure of the output ({len(o_leaves)} "
+                             f"array(s)), got {len(c_leaves)}")
+        for k, (c, o) in enumerate(zip(c_leaves, o_leaves)):
+            if tuple(getattr(c, "shape", ())) != o.shape:
+                raise ValueError(f"agrad.vjp: cotangent {k} has shape {tuple(getattr(c, 'shape', ()))} but the "
+                                 f"output has shape {o.shape}")
         with tape.enable_grad():
-            grads = tape.gradients([out], targets, grad_outputs=[g], retain_graph=True, create_graph=nested)
-        pieces, start = [], 0
-        for treedef, n in specs:
-            pieces.append(tree.unflatten(treedef, grads[start:start + n]))
-            start += n
-        return tuple(pieces)
+            grads, _ = tape._gradients(o_leaves, targets, c_leaves, True, None)
+        return tuple(_split(specs, [tape.without_dead_history(g) for g in grads]))
 
-    return (out if nested else out.detach()), pullback
+    out = tree.unflatten(o_def, [tape.without_dead_history(o) for o in o_leaves])
+    return (out, pullback, aux) if has_aux else (out, pullback)
 
 
 def jvp(f: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[Any, Any]:
@@ -165,10 +208,14 @@ def jvp(f: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[A
     level = forward_mode.new_level()
     inputs = []
     for k, (p, t) in enumerate(zip(p_leaves, t_leaves)):
-        if isinstance(p, Tensor) and (p.requires_grad or p._tangents is not None):
+        if isinstance(p, Tensor) and p.requires_grad:
             from .ops import identity
 
-            x = identity(p)  # keeps p's tape and other tangents, on a new Tensor we may annotate
+            with tape.enable_grad():
+                x = identity(p)  # a node of its own: keeps p's tape and tangents, and may be annotated
+        elif isinstance(p, Tensor):
+            x = Tensor(p.data)
+            x._tangents = dict(p._tangents) if p._tangents is not None else None
         else:
             x = Tensor(_raw(p))
         tt = t if isinstance(t, Tensor) else Tensor(_raw(t) if hasattr(_raw(t), "shape") else
@@ -183,15 +230,20 @@ def jvp(f: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[A
         inputs.append(x)
     out = f(*tree.unflatten(p_def, inputs))
     o_leaves, o_def = tree.flatten(out)
-    t_out = []
     for o in o_leaves:
         if not isinstance(o, Tensor):
             raise TypeError(f"agrad.jvp: the function must return Tensors (or pytrees of them), got {type(o).__name__}")
-        t = forward_mode.tangent_of(o, level)
+    # Read every output's tangent before stripping any: one Tensor may fill several positions.
+    t_out = [forward_mode.tangent_of(o, level) for o in o_leaves]
+    for o in o_leaves:
         forward_mode.strip(o, level)
+    forward_mode.retire(level)
+    for k, (o, t) in enumerate(zip(o_leaves, t_out)):
         if t is None:  # the output does not depend on the inputs
-            t = Tensor(backend.namespace_of((o.data,), "jvp").zeros_like(o.data))
-        t_out.append(t)
+            t_out[k] = Tensor(backend.namespace_of((o.data,), "jvp").zeros_like(o.data))
+        else:
+            t_out[k] = tape.without_dead_history(t)
+    out = tree.unflatten(o_def, [tape.without_dead_history(o) for o in o_leaves])
     return out, tree.unflatten(o_def, t_out)
 
 

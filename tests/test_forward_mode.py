@@ -190,8 +190,9 @@ def test_custom_vjp_is_used_and_checked():
     np.testing.assert_allclose(gx.numpy(), np.cos(x) * y)
     np.testing.assert_allclose(gy.numpy(), np.sin(x))
     agrad.check_grad(lambda a, b: f(a, b), x, y)
-    with pytest.raises(NotImplementedError, match="no forward-mode"):
-        agrad.jvp(lambda a: f(a, agrad.tensor(y)), (x,), (np.ones(2),))
+    # Forward mode transposes the (linear) backward rule.
+    _, t = agrad.jvp(lambda a: f(a, agrad.tensor(y)), (x,), (np.array([1.0, 0.5]),))
+    np.testing.assert_allclose(t.numpy(), np.cos(x) * y * [1.0, 0.5])
 
 
 def test_custom_jvp_rule_is_used_in_forward_mode():

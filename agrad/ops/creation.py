@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from .. import backend
@@ -17,8 +18,21 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
 
     Python data and NumPy arrays go to the selected backend (``agrad.set_backend``);
     CuPy and array-api-strict arrays keep theirs. ``dtype`` accepts 'float32' or a
-    backend dtype.
+    backend dtype. A (nested) list or tuple holding Tensors is stacked with
+    :func:`agrad.stack`, so derivatives flow through it in both modes.
     """
+    if isinstance(data, (list, tuple)) and _holds_tensor(data):
+        if requires_grad:
+            raise ValueError(
+                "agrad.tensor: requires_grad=True makes a new leaf, but the data holds Tensors whose history "
+                "would be cut; leave requires_grad out to get a differentiable stack of them, or detach them first"
+            )
+        out = _stack_nested(data, _first_tensor(data))
+        if device is not None:
+            from .conversions import to_device
+
+            out = to_device(out, device)
+        return out if dtype is None else _astype(out, dtype)
     data = _raw(data)
     if backend.is_numpy_array(data) and backend.get_backend() != "numpy":
         arr = backend.from_numpy(data, device=device)  # host data onto the selected backend
@@ -32,6 +46,48 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
     if dtype is not None and arr.dtype != backend.resolve_dtype(xp, dtype):
         arr = xp.astype(arr, backend.resolve_dtype(xp, dtype))
     return Tensor(arr, requires_grad=requires_grad)
+
+
+def _holds_tensor(seq: Any) -> bool:
+    return builtins.any(isinstance(e, Tensor) or (isinstance(e, (list, tuple)) and _holds_tensor(e)) for e in seq)
+
+
+def _first_tensor(seq: Any) -> Tensor:
+    for e in seq:
+        if isinstance(e, Tensor):
+            return e
+        if isinstance(e, (list, tuple)) and _holds_tensor(e):
+            return _first_tensor(e)
+    raise AssertionError("no Tensor in the sequence")
+
+
+def _stack_nested(x: Any, like: Tensor) -> Tensor:
+    """A nested sequence of Tensors, arrays and numbers as one differentiable Tensor."""
+    from .shapes import stack
+
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, (list, tuple)):
+        if not x:
+            raise ValueError("agrad.asarray: an empty sequence beside Tensors has no shape to stack with")
+        return stack([_stack_nested(e, like) for e in x])
+    # A constant beside the Tensors: on their backend and device; Python numbers take their dtype.
+    xp = backend.namespace_of((like.data,), "asarray")
+    raw = x.data if isinstance(x, Tensor) else x
+    if isinstance(raw, (bool, int, float)) and xp.isdtype(like.dtype, "real floating"):
+        return Tensor(xp.asarray(raw, dtype=like.dtype, device=like.data.device))
+    if hasattr(raw, "shape"):
+        backend.namespace_of((like.data, raw), "asarray")  # same backend and device, or a clear error
+        return Tensor(raw)
+    return Tensor(xp.asarray(raw, device=like.data.device))
+
+
+def _astype(x: Tensor, dtype: Any) -> Tensor:
+    from .conversions import astype
+
+    xp = backend.namespace_of((x.data,), "tensor")
+    resolved = backend.resolve_dtype(xp, dtype)
+    return x if x.dtype == resolved else astype(x, resolved)
 
 
 def _create(xp: Any, fn: str, *args: Any, device: Any = None, **kwargs: Any) -> Any:
@@ -98,7 +154,8 @@ def full_like(x: Any, fill_value: Any, dtype: Any = None) -> Tensor:
 
 
 def asarray(x: Any, dtype: Any = None, device: Any = None, copy: bool | None = None) -> Tensor:
-    """Like ``tensor`` but without a gradient flag; Tensors pass through unchanged."""
+    """Like ``tensor`` but without a gradient flag; Tensors pass through unchanged, and a
+    (nested) sequence holding Tensors becomes their differentiable stack."""
     if isinstance(x, Tensor) and dtype is None and device is None and not copy:
         return x
     return tensor(x, dtype=dtype, device=device)

@@ -36,8 +36,13 @@ divide = primitive(
 
 
 def _pow_vjp_base(xp, g, ans, x, y):
-    # d/dx x**y = y * x**(y-1); written without ans/x so that x == 0 gives 0, not nan.
-    return g * y * x ** (y - 1)
+    # d/dx x**y = y * x**(y-1), written without ans/x so that x == 0 gives 0, not nan.
+    # Where y == 0 the derivative is exactly 0 (PyTorch, JAX), not 0 * x**-1 = nan at
+    # x == 0: the exponent is moved off -1 there. Since this rule is itself made of pow,
+    # the same care reaches every higher derivative (d2/dx2 x**1 at 0 is 0).
+    if isinstance(y, (int, float)):
+        return g * 0.0 if y == 0 else g * y * x ** (y - 1)
+    return g * y * x ** xp.where(y == 0, 1.0, y - 1.0)
 
 
 def _pow_vjp_exponent(xp, g, ans, x, y):
