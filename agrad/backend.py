@@ -398,6 +398,31 @@ def creation_namespace(backend: str | None = None) -> ArrayNamespace:
     return ns if ns is not None else _namespace(_check(name))
 
 
+def namespace_for_device(device: Any, backend: str | None = None) -> ArrayNamespace:
+    """Where to create an array asked for on ``device``: the backend that owns a device
+    object (a helper array beside its inputs stays on their backend, whatever is
+    selected), CuPy for 'cuda...', NumPy for 'cpu' when a GPU backend is selected, else
+    the selected (or named) backend."""
+    if backend is not None or device is None:
+        return creation_namespace(backend)
+    if isinstance(device, str):
+        name = device.lower()
+        if name.startswith(("cuda", "gpu")):
+            return _namespace(_check("cupy"))
+        if name in ("device1", "device2", "cpu_device"):
+            return _namespace(_check("array_api_strict"))
+        selected = creation_namespace()
+        if name == "cpu" and selected.name == "cupy":
+            return _namespace("numpy")
+        return selected
+    module = type(device).__module__
+    if module.startswith("cupy"):
+        return _namespace(_check("cupy"))
+    if module.startswith("array_api_strict"):
+        return _namespace(_check("array_api_strict"))
+    return creation_namespace()
+
+
 
 
 # --------------------------------------------------------------------------- devices

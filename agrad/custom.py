@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Sequence
 
-from . import backend, forward_mode, tape
+from . import backend, tape
 from .tensor import Tensor
 
 
@@ -164,39 +164,67 @@ class custom_jvp:
             (x,), (t,) = primals, tangents
             return safe_log1pexp(x), t * agrad.sigmoid(x)
 
-    The rule receives the primals and their tangents (zeros for arguments without
-    one) and returns ``(output, output_tangent)``. Reverse mode differentiates the
-    function's own operations.
+    The rule receives the primals and their tangents (zeros for arrays without one,
+    None for Python scalars) and returns ``(output, output_tangent)``; the tangent must
+    be linear in the tangents. Both modes use the rule, as in JAX: reverse mode
+    transposes it (the gradient of ``<output_tangent, g>`` with respect to the
+    tangents), so forward and reverse derivatives, and every composition of them,
+    agree. Each call is a node of its own.
     """
 
     def __init__(self, fun: Callable) -> None:
         functools.update_wrapper(self, fun)
         self.fun = fun
         self.rule: Callable | None = None
+        self.prim: tape.Primitive | None = None
 
     def defjvp(self, rule: Callable) -> Callable:
+        name = self.__name__
+
+        def forward(xp, *raw):
+            with tape.no_grad():
+                out = self.fun(*_wrap_inputs(raw))
+            if not isinstance(out, Tensor):
+                raise TypeError(f"agrad.custom_jvp: {name} must return one Tensor, got {type(out).__name__}")
+            return out.data
+
+        def tangent_out(primals: Sequence[Any], tangents: Sequence[Any]) -> Tensor:
+            _, t = rule(tuple(primals), tuple(tangents))
+            return t if isinstance(t, Tensor) else Tensor(t)
+
+        def jvp_all(xp, tangents, ans, args, params):
+            filled = [t if t is not None else (Tensor(_zeros_like(a)) if hasattr(a, "shape") else None)
+                      for a, t in zip(args, tangents)]
+            return tangent_out(args, filled)
+
+        def vjp_all(xp, g, ans, args, wanted, params):
+            recorded = isinstance(g, Tensor)
+            primals = list(args) if recorded else _wrap_inputs(args)
+            ts, leaves = [], []
+            for a, w in zip(args, wanted):
+                if w:
+                    t = Tensor(_zeros_like(a), requires_grad=True)
+                    leaves.append(t)
+                else:
+                    t = Tensor(_zeros_like(a)) if hasattr(a, "shape") else None
+                ts.append(t)
+            with tape.enable_grad():
+                t_out = tangent_out(primals, ts)
+                s = _inner_product([t_out], [g if recorded else Tensor(g)])
+                grads = tape.gradients([s], leaves, create_graph=recorded) if s is not None else []
+            for t in leaves:
+                t.requires_grad = False
+            it = iter(grads)
+            return [_as_mode(next(it, None), g, a) if w else None for a, w in zip(args, wanted)]
+
         self.rule = rule
+        self.prim = tape.Primitive(f"custom_jvp:{name}", forward, register=False, vjp_all=vjp_all, jvp_all=jvp_all)
         return rule
 
     def __call__(self, *args: Any) -> Any:
-        levels = forward_mode.active_levels(args)
-        if not levels or self.rule is None:
+        if self.prim is None:
             return self.fun(*args)
-        with forward_mode.suspended(levels):  # the function's own ops must not propagate these levels
-            out = self.fun(*args)
-        for level in sorted(levels):
-            tangents = tuple(_tangent_or_zeros(a, level) for a in args)
-            with forward_mode.suspended((level,)):
-                _, t_out = self.rule(tuple(args), tangents)
-            forward_mode.attach(out, level, t_out if isinstance(t_out, Tensor) else Tensor(t_out))
-        return out
-
-
-def _tangent_or_zeros(a: Any, level: int) -> Any:
-    t = forward_mode.tangent_of(a, level)
-    if t is not None:
-        return t
-    return Tensor(_zeros_like(a)) if hasattr(a, "shape") else None
+        return self.prim(*args)
 
 
 def checkpoint(f: Callable) -> Callable:
@@ -228,8 +256,8 @@ def checkpoint(f: Callable) -> Callable:
                 x = transforms._target(a) if recorded else Tensor(a, requires_grad=True)
                 targets.append(x)
                 xs.append(x)
-            else:
-                xs.append(a)
+            else:  # as in the forward pass, f sees Tensors (constants here)
+                xs.append(a if isinstance(a, Tensor) or not hasattr(a, "shape") else Tensor(a))
         with tape.enable_grad():
             out = f(*xs)
             grads = tape.gradients([out], targets, grad_outputs=[g], create_graph=recorded)

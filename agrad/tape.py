@@ -416,7 +416,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 capture[id(t)] = g if capture[id(t)] is None else capture[id(t)] + g
             args = t._args
             if create_graph:
-                xp, ans, raw = dxp, t, args
+                xp, ans, raw = dxp, t, _constants_as_tensors(args)
             else:
                 ans = t.data
                 xp = by_type[ans.__class__]
@@ -468,6 +468,13 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 t._params = None
     finally:
         _grad_mode.enabled = previous
+
+
+def _constants_as_tensors(args: Sequence[Any]) -> list[Any]:
+    """Raw array arguments as constant Tensors, so that a rule running on Tensors never
+    meets ``raw_array <op> Tensor``: array-api-strict (unlike NumPy) refuses to defer to
+    the Tensor's reflected operator."""
+    return [a if isinstance(a, Tensor) or not hasattr(a, "shape") else Tensor(a) for a in args]
 
 
 def _differentiable_namespace() -> Any:

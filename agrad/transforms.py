@@ -218,8 +218,14 @@ def jvp(f: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[A
             x._tangents = dict(p._tangents) if p._tangents is not None else None
         else:
             x = Tensor(_raw(p))
-        tt = t if isinstance(t, Tensor) else Tensor(_raw(t) if hasattr(_raw(t), "shape") else
-                                                   backend.namespace_of((x.data,), "jvp").asarray(t, dtype=x.dtype))
+        if isinstance(t, Tensor):
+            tt = t
+        elif hasattr(t, "shape"):
+            tt = Tensor(t)
+        else:  # a Python number: beside its primal
+            from .ops import full_like
+
+            tt = full_like(x, t)
         if tt.shape != x.shape:
             raise ValueError(f"agrad.jvp: tangent {k} has shape {tt.shape} but its primal has shape {x.shape}")
         if tt.dtype != x.dtype:
@@ -255,6 +261,13 @@ def _basis(x: Tensor) -> Any:
         with x.data.device:
             return xp.eye(n, dtype=x.dtype)
     return xp.eye(n, dtype=x.dtype, device=x.data.device)
+
+
+def _zeros_beside(x: Tensor, shape: tuple) -> Tensor:
+    from .ops.creation import _create
+
+    xp = backend.namespace_of((x.data,), "jacobian")
+    return Tensor(_create(xp, "zeros", shape, dtype=x.dtype, device=x.data.device))
 
 
 def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto") -> Callable:
@@ -303,8 +316,13 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto") 
         n_out = math.prod(out_shape)
         use_forward = mode == "forward" or (mode == "auto" and n_in < n_out)
         results = []
-        if use_forward:
+        if n_in == 0 or n_out == 0:  # nothing to differentiate or nothing differentiated: empty blocks
+            results = [_zeros_beside(x, out_shape + x.shape) for x in xs]
+        elif use_forward:
             for k, x in enumerate(xs):
+                if x.size == 0:
+                    results.append(_zeros_beside(x, out_shape + x.shape))
+                    continue
                 eye = _basis(x)
                 cols = []
                 for j in range(x.size):

@@ -39,7 +39,7 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
     elif hasattr(data, "shape") and backend.namespace_of((data,), "tensor") is not None:
         arr = data if device is None else backend.to_device(data, device)
     else:
-        xp = backend.creation_namespace()
+        xp = backend.namespace_for_device(device)
         arr = _create(xp, "asarray", data, dtype=backend.resolve_dtype(xp, dtype),
                       device=backend.resolve_device(xp, device))
     xp = backend.namespace_of((arr,), "tensor")
@@ -48,14 +48,19 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
     return Tensor(arr, requires_grad=requires_grad)
 
 
+def _is_array(e: Any) -> bool:
+    return isinstance(e, Tensor) or (hasattr(e, "shape") and not backend.is_numpy_array(e))
+
+
 def _holds_tensor(seq: Any) -> bool:
-    return builtins.any(isinstance(e, Tensor) or (isinstance(e, (list, tuple)) and _holds_tensor(e)) for e in seq)
+    """Whether a nested sequence holds Tensors (or arrays that only stack, not asarray, accepts)."""
+    return builtins.any(_is_array(e) or (isinstance(e, (list, tuple)) and _holds_tensor(e)) for e in seq)
 
 
 def _first_tensor(seq: Any) -> Tensor:
     for e in seq:
-        if isinstance(e, Tensor):
-            return e
+        if _is_array(e):
+            return e if isinstance(e, Tensor) else Tensor(e)
         if isinstance(e, (list, tuple)) and _holds_tensor(e):
             return _first_tensor(e)
     raise AssertionError("no Tensor in the sequence")
@@ -67,6 +72,9 @@ def _stack_nested(x: Any, like: Tensor) -> Tensor:
 
     if isinstance(x, Tensor):
         return x
+    if _is_array(x):
+        backend.namespace_of((like.data, x), "asarray")  # same backend and device, or a clear error
+        return Tensor(x)
     if isinstance(x, (list, tuple)):
         if not x:
             raise ValueError("agrad.asarray: an empty sequence beside Tensors has no shape to stack with")
@@ -75,11 +83,11 @@ def _stack_nested(x: Any, like: Tensor) -> Tensor:
     xp = backend.namespace_of((like.data,), "asarray")
     raw = x.data if isinstance(x, Tensor) else x
     if isinstance(raw, (bool, int, float)) and xp.isdtype(like.dtype, "real floating"):
-        return Tensor(xp.asarray(raw, dtype=like.dtype, device=like.data.device))
+        return Tensor(_create(xp, "asarray", raw, dtype=like.dtype, device=like.data.device))
     if hasattr(raw, "shape"):
         backend.namespace_of((like.data, raw), "asarray")  # same backend and device, or a clear error
         return Tensor(raw)
-    return Tensor(xp.asarray(raw, device=like.data.device))
+    return Tensor(_create(xp, "asarray", raw, device=like.data.device))
 
 
 def _astype(x: Tensor, dtype: Any) -> Tensor:
@@ -102,7 +110,7 @@ def _create(xp: Any, fn: str, *args: Any, device: Any = None, **kwargs: Any) -> 
 def _factory(fn: str, doc: str):
     def make(shape, dtype: Any = "float64", device: Any = None, requires_grad: bool = False,
              backend_name: str | None = None) -> Tensor:
-        xp = backend.creation_namespace(backend_name)
+        xp = backend.namespace_for_device(device, backend_name)
         arr = _create(xp, fn, shape, dtype=backend.resolve_dtype(xp, dtype), device=backend.resolve_device(xp, device))
         return Tensor(arr, requires_grad=requires_grad)
 
@@ -118,7 +126,7 @@ empty = _factory("empty", "A new uninitialised tensor on the selected backend.")
 
 def full(shape, fill_value, dtype: Any = "float64", device: Any = None, requires_grad: bool = False) -> Tensor:
     """A new tensor filled with ``fill_value`` on the selected backend."""
-    xp = backend.creation_namespace()
+    xp = backend.namespace_for_device(device)
     arr = _create(xp, "full", shape, fill_value, dtype=backend.resolve_dtype(xp, dtype),
                   device=backend.resolve_device(xp, device))
     return Tensor(arr, requires_grad=requires_grad)
@@ -126,7 +134,7 @@ def full(shape, fill_value, dtype: Any = "float64", device: Any = None, requires
 
 def arange(start, stop=None, step=1, dtype: Any = None, device: Any = None) -> Tensor:
     """Evenly spaced values on the selected backend."""
-    xp = backend.creation_namespace()
+    xp = backend.namespace_for_device(device)
     return Tensor(_create(xp, "arange", start, stop, step, dtype=backend.resolve_dtype(xp, dtype),
                           device=backend.resolve_device(xp, device)))
 

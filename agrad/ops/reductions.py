@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import math
 
 from ..tape import primitive
 
@@ -55,10 +56,16 @@ _mean = primitive(
 _mean.defjvp(linear=True)
 
 
+def _var_scale(x, axis, correction) -> float:
+    # 2 / (n - correction); with no degrees of freedom left it is inf, so that the
+    # gradient is nan/inf as the value is (PyTorch, NumPy), never a ZeroDivisionError.
+    dof = _count(tuple(x.shape), axis) - correction
+    return 2.0 / dof if dof != 0 else math.inf
+
+
 def _var_vjp(xp, g, ans, x, axis, keepdims, correction):
-    n = _count(tuple(x.shape), axis)
     centred = x - xp.mean(x, axis=axis, keepdims=True)
-    return _expand(xp, g, x, axis, keepdims) * centred * (2.0 / (n - correction))
+    return _expand(xp, g, x, axis, keepdims) * centred * _var_scale(x, axis, correction)
 
 
 _var = primitive(
@@ -69,7 +76,7 @@ _var = primitive(
 
 _var.defjvp(lambda xp, t, ans, x, axis, keepdims, correction: xp.sum(
     (x - xp.mean(x, axis=axis, keepdims=True)) * t, axis=axis, keepdims=keepdims)
-    * (2.0 / (_count(tuple(x.shape), axis) - correction)))
+    * _var_scale(x, axis, correction))
 
 
 def _extremum_vjp(xp, g, ans, x, axis, keepdims):
@@ -90,7 +97,13 @@ _min = primitive("min", lambda xp, x, axis, keepdims: xp.min(x, axis=axis, keepd
                  jvps=[_extremum_jvp])
 
 
+def _empty_along(x, axis) -> bool:
+    return any(x.shape[a] == 0 for a in axis)
+
+
 def _logsumexp(xp, x, axis, keepdims):
+    if _empty_along(x, axis):  # the log of an empty sum: -inf (max has no identity to start from)
+        return xp.sum(x, axis=axis, keepdims=keepdims) - math.inf
     m = xp.max(x, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0.0)  # all -inf (or inf) rows: keep them exact
     out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
@@ -107,6 +120,8 @@ _logsumexp_p = primitive(
 
 
 def _softmax(xp, x, axis):
+    if _empty_along(x, axis):
+        return xp.zeros_like(x)
     e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
     return e / xp.sum(e, axis=axis, keepdims=True)
 
@@ -119,6 +134,8 @@ _softmax_p = primitive(
 
 
 def _log_softmax(xp, x, axis):
+    if _empty_along(x, axis):
+        return xp.zeros_like(x)
     shifted = x - xp.max(x, axis=axis, keepdims=True)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 

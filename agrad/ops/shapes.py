@@ -168,7 +168,8 @@ def _normalize_key(x, key, ndim: int) -> tuple:
             k = k.data
         if isinstance(k, list):
             xp = backend.namespace_of((x.data if isinstance(x, Tensor) else x,), "getitem")
-            k = xp.asarray(k, device=x.device)
+            # An empty list selects nothing: it is an (empty) integer index, not a float array.
+            k = xp.asarray(k, device=x.device) if k else xp.asarray(k, dtype=xp.int64, device=x.device)
         if hasattr(k, "dtype") and not isinstance(k, (int, bool)):
             xp = backend.namespace_of((x.data if isinstance(x, Tensor) else x, k), "getitem")
             if k.dtype == xp.bool:

@@ -1,0 +1,632 @@
+"""A randomized differential harness for agrad's transforms.
+
+A case is drawn from one seed:
+
+* a random **program** ``S0(x, y) -> scalar`` over the registered ops: broadcasting,
+  0-d values, reductions, shape ops, repeated indices, values used several times,
+  stacks of Tensors, checkpoint / custom_vjp / custom_jvp pieces;
+* a random **tower of transforms** ``S1, S2, ...``: each level turns the previous
+  scalar function into a new scalar function of the same two arguments, a
+  directional derivative taken with a random transform (grad with argnums, grad of a
+  closure, value_and_grad, grad over a dict, vjp, jvp, jacobian in both modes, with
+  aliased outputs; hessian and hvp for second order), or an identity wrapper
+  (checkpoint, custom_vjp, custom_jvp) that must not change any derivative;
+* the two arguments, sometimes the **same array object** in both positions.
+
+Each level is checked against central finite differences of the level below it
+(Richardson-extrapolated, float64, on the host), so a mismatch names the first level
+that is wrong. Inner transforms close over values the outer ones trace, and outer
+levels differentiate arguments the inner ones do not: exactly the compositions where
+perturbation confusion and lost sensitivities hide.
+
+    python -m tests.fuzz --cases 20000 --backend numpy     # a long local run
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+import agrad
+from agrad import backend as B
+
+SHAPES = [(), (3,), (2, 3), (1, 3), (2, 1)]
+
+# --------------------------------------------------------------------------- programs
+
+
+@dataclass
+class Program:
+    """A straight-line program: each step appends one value to the pool."""
+
+    steps: list = field(default_factory=list)  # (name, operand indices, params)
+    weights: Any = None  # host array: the output is sum(weights * last value)
+    shapes: list = field(default_factory=list)
+
+    def describe(self) -> str:
+        lines = [f"v0 = x {self.shapes[0]}", f"v1 = y {self.shapes[1]}"]
+        for k, (name, ops, params) in enumerate(self.steps):
+            args = ", ".join(f"v{i}" for i in ops)
+            extra = "".join(f", {k2}={v!r}" for k2, v in params.items() if k2 != "const")
+            lines.append(f"v{k + 2} = {name}({args}{extra})  # shape {self.shapes[k + 2]}")
+        lines.append(f"out = sum(w * v{len(self.shapes) - 1})")
+        return "\n".join(lines)
+
+
+def _broadcast(s1: tuple, s2: tuple) -> tuple | None:
+    try:
+        return tuple(np.broadcast_shapes(s1, s2))
+    except ValueError:
+        return None
+
+
+def _sin_rule_fwd(x):
+    return _custom_sin(x), x
+
+
+def _sin_rule_bwd(x, g):
+    return (g * agrad.cos(x),)
+
+
+@agrad.custom_vjp
+def _custom_sin(x):
+    return agrad.sin(x)
+
+
+_custom_sin.defvjp(_sin_rule_fwd, _sin_rule_bwd)
+
+
+@agrad.custom_jvp
+def _softplus(x):
+    return agrad.log1p(agrad.exp(x))
+
+
+@_softplus.defjvp
+def _softplus_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return _softplus(x), t * agrad.sigmoid(x)
+
+
+_checkpointed = agrad.checkpoint(lambda a, b: agrad.tanh(a * b + a))
+
+
+def _unary(name: str) -> Callable:
+    return {
+        "sin": agrad.sin, "cos": agrad.cos, "tanh": agrad.tanh, "sigmoid": agrad.sigmoid,
+        "exp_tanh": lambda a: agrad.exp(agrad.tanh(a)), "log1p_sq": lambda a: agrad.log1p(a * a),
+        "sqrt_1p_sq": lambda a: agrad.sqrt(1.0 + agrad.square(a)), "square": agrad.square,
+        "cube": lambda a: a ** 3.0, "pow0": lambda a: a ** 0.0, "pow1": lambda a: a ** 1.0,
+        "rsqrt_1p_sq": lambda a: (1.0 + a * a) ** -0.5, "negative": lambda a: -a,
+        "expm1_tanh": lambda a: agrad.expm1(agrad.tanh(a)), "custom_sin": _custom_sin, "softplus": _softplus,
+        "identity": agrad.identity, "tan_small": lambda a: agrad.tan(0.5 * agrad.tanh(a)),
+    }[name]
+
+
+UNARY = ["sin", "cos", "tanh", "sigmoid", "exp_tanh", "log1p_sq", "sqrt_1p_sq", "square", "cube", "pow0", "pow1",
+         "rsqrt_1p_sq", "negative", "expm1_tanh", "custom_sin", "softplus", "identity", "tan_small"]
+BINARY = ["add", "subtract", "multiply", "safe_divide", "pow_pos", "checkpointed", "where_const"]
+
+
+def _binary(name: str, a: Any, b: Any, params: dict) -> Any:
+    if name == "add":
+        return a + b
+    if name == "subtract":
+        return a - b
+    if name == "multiply":
+        return a * b
+    if name == "safe_divide":
+        return a / (1.0 + b * b)
+    if name == "pow_pos":
+        return (1.0 + a * a) ** agrad.tanh(b)
+    if name == "checkpointed":
+        return _checkpointed(a, b)
+    if name == "where_const":
+        return agrad.where(params["const"], a, b)
+    raise KeyError(name)
+
+
+def random_program(rng: np.random.Generator, shapes: tuple[tuple, tuple], n_steps: int) -> Program:
+    prog = Program(shapes=list(shapes))
+    for _ in range(n_steps):
+        pool = prog.shapes
+        kind = rng.choice(["unary", "binary", "binary", "reduce", "shape", "linalg", "stack"])
+        step = _random_step(rng, kind, pool)
+        if step is None:
+            i = int(rng.integers(len(pool)))
+            step = ("tanh", [i], {}), pool[i]
+        (name, ops, params), shape = step
+        prog.steps.append((name, ops, params))
+        prog.shapes.append(tuple(shape))
+    prog.weights = rng.standard_normal(prog.shapes[-1])
+    return prog
+
+
+def _pick(rng, pool, pred=lambda s: True):
+    # Favour recent values, so that programs are deep rather than wide, but reuse old ones too.
+    idx = [i for i, s in enumerate(pool) if pred(s)]
+    if not idx:
+        return None
+    w = np.array([1.0 + i for i in idx])
+    return int(rng.choice(idx, p=w / w.sum()))
+
+
+def _random_step(rng, kind, pool):
+    if kind == "unary":
+        i = _pick(rng, pool)
+        return (str(rng.choice(UNARY)), [i], {}), pool[i]
+    if kind == "binary":
+        i = _pick(rng, pool)
+        j = _pick(rng, pool, lambda s: _broadcast(s, pool[i]) is not None)
+        out = _broadcast(pool[i], pool[j])
+        name = str(rng.choice(BINARY))
+        params = {}
+        if name == "where_const":
+            params["const"] = rng.random(out) < 0.5
+        if name == "checkpointed" and rng.random() < 0.3:
+            j = i  # the same value in both argument positions of one checkpoint call
+            out = pool[i]
+        return (name, [i, j], params), out
+    if kind == "reduce":
+        i = _pick(rng, pool, lambda s: len(s) > 0)
+        if i is None:
+            return None
+        s = pool[i]
+        name = str(rng.choice(["sum", "mean", "logsumexp", "softmax", "log_softmax", "var"]))
+        axis = int(rng.integers(len(s)))
+        if name in ("softmax", "log_softmax"):
+            return (name, [i], {"axis": axis}), s
+        if name == "var":
+            if s[axis] < 2:
+                return None
+            keep = bool(rng.random() < 0.5)
+            out = tuple(1 if k == axis else n for k, n in enumerate(s)) if keep else s[:axis] + s[axis + 1:]
+            return (name, [i], {"axis": axis, "keepdims": keep, "correction": float(rng.integers(2))}), out
+        axis_p: Any = None if rng.random() < 0.3 else axis
+        keep = bool(rng.random() < 0.4)
+        if axis_p is None:
+            out = tuple(1 for _ in s) if keep else ()
+        else:
+            out = tuple(1 if k == axis else n for k, n in enumerate(s)) if keep else s[:axis] + s[axis + 1:]
+        return (name, [i], {"axis": axis_p, "keepdims": keep}), out
+    if kind == "shape":
+        i = _pick(rng, pool)
+        s = pool[i]
+        choice = str(rng.choice(["reshape", "transpose", "expand", "squeeze", "broadcast", "index", "take_repeat",
+                                 "bool_mask"]))
+        n = math.prod(s)
+        if choice == "reshape":
+            shape = (n,) if rng.random() < 0.5 else (1, n)
+            return ("reshape", [i], {"shape": shape}), shape
+        if choice == "transpose" and len(s) == 2:
+            return ("transpose", [i], {}), s[::-1]
+        if choice == "expand":
+            return ("expand_dims", [i], {"axis": 0}), (1,) + s
+        if choice == "squeeze" and 1 in s:
+            ax = s.index(1)
+            return ("squeeze", [i], {"axis": ax}), s[:ax] + s[ax + 1:]
+        if choice == "broadcast" and _broadcast(s, (2, 3)) is not None:
+            out = _broadcast(s, (2, 3))
+            return ("broadcast_to", [i], {"shape": out}), out
+        if choice == "index" and len(s) >= 1 and s[0] >= 2:
+            return ("getitem", [i], {"key": (slice(1, None),)}), (s[0] - 1,) + s[1:]
+        if choice == "take_repeat" and len(s) >= 1:
+            idx = rng.integers(s[0], size=3)  # repeated indices: their gradients must add up
+            return ("take0", [i], {"indices": idx}), (3,) + s[1:]
+        if choice == "bool_mask" and len(s) >= 1 and n >= 1:
+            mask = rng.random(s) < 0.6
+            mask.reshape(-1)[0] = True
+            return ("mask", [i], {"mask": mask}), (int(mask.sum()),)
+        return None
+    if kind == "linalg":
+        i = _pick(rng, pool, lambda s: len(s) >= 1)
+        if i is None:
+            return None
+        s = pool[i]
+        j = _pick(rng, pool, lambda t: len(t) >= 1 and t[0] == s[-1] if len(t) <= 2 else False)
+        if j is None:
+            j = _pick(rng, pool, lambda t: len(t) >= 1 and t[-1] == s[-1])
+            if j is None:
+                return None
+            # x @ y.T-style contraction over the last axes with tensordot
+            t = pool[j]
+            return ("tensordot_last", [i, j], {}), s[:-1] + t[:-1]
+        t = pool[j]
+        out = s[:-1] + t[1:] if len(t) == 2 else s[:-1]
+        return ("matmul", [i, j], {}), out
+    if kind == "stack":
+        i = _pick(rng, pool, lambda s: s == ())
+        j = _pick(rng, pool, lambda s: s == ())
+        if i is None or j is None:
+            i = _pick(rng, pool)
+            j = _pick(rng, pool, lambda s: s == pool[i])
+            if pool[i] and rng.random() < 0.5:
+                return ("concat", [i, j], {}), (2 * pool[i][0],) + pool[i][1:]
+            return ("stack", [i, j], {}), (2,) + pool[i]
+        return ("asarray_list", [i, j], {}), (2,)
+    return None
+
+
+def run_program(prog: Program, x: Any, y: Any) -> Any:
+    # Raw arrays become Tensors first: array-api-strict arrays refuse `raw <op> Tensor`.
+    vals = [agrad.asarray(x), agrad.asarray(y)]
+    for name, ops, params in prog.steps:
+        a = [vals[i] for i in ops]
+        vals.append(_apply(name, a, params))
+    w = _like(prog.weights, vals[-1])
+    return agrad.sum(vals[-1] * w)
+
+
+def _like(host: Any, ref: Any) -> Any:
+    """A host array as a constant beside ``ref`` (same backend and device)."""
+    data = ref.data if isinstance(ref, agrad.Tensor) else ref
+    xp = B.namespace_of((data,), "fuzz")
+    dev = data.device
+    return B.from_numpy(np.asarray(host), backend=xp.name, device=dev)
+
+
+def _apply(name: str, a: list, params: dict) -> Any:
+    if name in UNARY:
+        return _unary(name)(a[0])
+    if name in BINARY:
+        p = dict(params)
+        if "const" in p:
+            p["const"] = _like(p["const"], a[0])
+        return _binary(name, a[0], a[1], p)
+    if name == "sum":
+        return agrad.sum(a[0], axis=params["axis"], keepdims=params["keepdims"])
+    if name == "mean":
+        return agrad.mean(a[0], axis=params["axis"], keepdims=params["keepdims"])
+    if name == "logsumexp":
+        return agrad.logsumexp(a[0], axis=params["axis"], keepdims=params["keepdims"])
+    if name == "var":
+        return agrad.var(a[0], axis=params["axis"], keepdims=params["keepdims"], correction=params["correction"])
+    if name == "softmax":
+        return agrad.softmax(a[0], axis=params["axis"])
+    if name == "log_softmax":
+        return agrad.log_softmax(a[0], axis=params["axis"])
+    if name == "reshape":
+        return agrad.reshape(a[0], params["shape"])
+    if name == "transpose":
+        return agrad.matrix_transpose(a[0])
+    if name == "expand_dims":
+        return agrad.expand_dims(a[0], axis=params["axis"])
+    if name == "squeeze":
+        return agrad.squeeze(a[0], axis=params["axis"])
+    if name == "broadcast_to":
+        return agrad.broadcast_to(a[0], params["shape"])
+    if name == "getitem":
+        return a[0][params["key"]]
+    if name == "take0":
+        return agrad.take(a[0], _like(params["indices"], a[0]), axis=0)
+    if name == "mask":
+        return a[0][_like(params["mask"], a[0])]
+    if name == "matmul":
+        return a[0] @ a[1]
+    if name == "tensordot_last":
+        return agrad.tensordot(a[0], a[1], axes=([a[0].ndim - 1], [a[1].ndim - 1]))
+    if name == "stack":
+        return agrad.stack([a[0], a[1]])
+    if name == "concat":
+        return agrad.concat([a[0], a[1]], axis=0)
+    if name == "asarray_list":
+        return agrad.asarray([a[0], a[1]])
+    raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- transform levels
+
+DERIVATIVE_KINDS = ["grad", "grad_closure", "value_and_grad", "grad_dict", "vjp", "vjp_pair", "jvp", "jvp_pair",
+                    "jvp_closure", "jacobian_forward", "jacobian_reverse", "gradients_api", "pullback_of_traced"]
+SECOND_ORDER_KINDS = ["hessian", "hvp"]
+IDENTITY_KINDS = ["checkpoint", "custom_vjp", "custom_jvp"]
+
+
+@dataclass
+class Level:
+    kind: str
+    chosen: tuple  # argument positions differentiated
+    v: list  # host direction per argument (zeros where not chosen)
+    w: Any = None  # second direction (second-order kinds), for argument chosen[0]
+
+    def describe(self) -> str:
+        return f"{self.kind} over args {self.chosen}"
+
+
+def _dot(g: Any, v_host: Any) -> Any:
+    return agrad.sum(g * _like(v_host, g))  # (Tensor first: array-api-strict arrays do not defer to Tensors)
+
+
+def _replace(args: list, idx: tuple, new: tuple) -> list:
+    out = list(args)
+    for i, n in zip(idx, new):
+        out[i] = n
+    return out
+
+
+def make_level(level: Level, S: Callable) -> Callable:
+    """The scalar function of level ``level`` built on the scalar function ``S``."""
+    ch, kind = level.chosen, level.kind
+
+    def S_next(x: Any, y: Any) -> Any:
+        args = [x, y]
+        vs = [level.v[i] for i in ch]
+        if kind == "grad":
+            gs = agrad.grad(S, argnums=ch)(*args)
+            return _sum_dots(gs, vs)
+        if kind == "grad_closure":
+            (j,) = ch[:1]
+            g = agrad.grad(lambda z: S(*_replace(args, (j,), (z,))))(args[j])
+            return _dot(g, level.v[j])
+        if kind == "value_and_grad":
+            value, gs = agrad.value_and_grad(S, argnums=ch)(*args)
+            # value - S(...) is 0, but only if the value stays differentiable does it add nothing above.
+            return _sum_dots(gs, vs) + 0.37 * value - 0.37 * S(*args)
+        if kind == "grad_dict":
+            g = agrad.grad(lambda d: S(d["a"], d["b"]))({"a": x, "b": y})
+            return _dot(g["a"], level.v[0]) + _dot(g["b"], level.v[1])
+        if kind in ("vjp", "vjp_pair"):
+            f = lambda *c: S(*_replace(args, ch, c))  # noqa: E731
+            if kind == "vjp":
+                out, pb = agrad.vjp(f, *[args[i] for i in ch])
+                gs = pb(agrad.ones_like(out))
+            else:
+                def f2(*c):
+                    o = f(*c)
+                    return (o, {"again": o})  # the same Tensor at two output positions
+                out, pb = agrad.vjp(f2, *[args[i] for i in ch])
+                half = agrad.full_like(out[0], 0.5)
+                gs = pb((half, {"again": half}))
+            return _sum_dots(gs, vs)
+        if kind in ("jvp", "jvp_closure", "jvp_pair"):
+            if kind == "jvp_closure":
+                j = ch[0]
+                _, t = agrad.jvp(lambda z: S(*_replace(args, (j,), (z,))), (args[j],), (_like(level.v[j], args[j]),))
+                return t
+            f = lambda *c: S(*_replace(args, ch, c))  # noqa: E731
+            tangents = [_like(level.v[i], args[i]) for i in ch]
+            if kind == "jvp":
+                return agrad.jvp(f, [args[i] for i in ch], tangents)[1]
+
+            def f2(*c):
+                o = f(*c)
+                return [o, o]
+            _, (t1, t2) = agrad.jvp(f2, [args[i] for i in ch], tangents)
+            return 0.5 * t1 + 0.5 * t2
+        if kind in ("jacobian_forward", "jacobian_reverse"):
+            mode = kind.split("_")[1]
+            f = lambda *c: S(*_replace(args, ch, c))  # noqa: E731
+            js = agrad.jacobian(f, argnums=tuple(range(len(ch))), mode=mode)(*[args[i] for i in ch])
+            return _sum_dots(js, vs)
+        if kind == "gradients_api" and not any(isinstance(args[i], agrad.Tensor) and not args[i].requires_grad
+                                                for i in ch):
+            # torch.autograd.grad style on explicit leaves made from the (possibly traced) args
+            leaves = [agrad.identity(args[i]) if isinstance(args[i], agrad.Tensor)
+                      else agrad.tensor(args[i], requires_grad=True) for i in ch]
+            with agrad.enable_grad():
+                out = S(*_replace(args, ch, leaves))
+                gs = agrad.gradients([out], leaves, create_graph=True)
+            return _sum_dots(gs, vs)
+        if kind in ("gradients_api", "pullback_of_traced"):  # (gradients_api on a tangent-carrying arg)
+            # The cotangent is a traced value equal to 1: its derivative must flow through the pullback.
+            f = lambda *c: S(*_replace(args, ch, c))  # noqa: E731
+            out, pb = agrad.vjp(f, *[args[i] for i in ch])
+            one = agrad.exp(agrad.sum(_as_tensor(args[ch[0]]) * 0.0))
+            gs = pb(one)
+            return _sum_dots(gs, vs)
+        if kind == "hessian":
+            j = ch[0]
+            H = agrad.hessian(lambda z: S(*_replace(args, (j,), (z,))))(args[j])
+            n = len(level.v[j].shape)
+            Hv = agrad.tensordot(H, _like(level.v[j], H), axes=n) if n else H * _like(level.v[j], H)
+            return _dot(Hv, level.w)
+        if kind == "hvp":
+            j = ch[0]
+            hv = agrad.hvp(lambda z: S(*_replace(args, (j,), (z,))), args[j], _like(level.v[j], args[j]))
+            return _dot(hv, level.w)
+        if kind == "checkpoint":
+            return agrad.checkpoint(S)(x, y)
+        if kind == "custom_vjp":
+            return _custom_vjp_of(S)(x, y)
+        if kind == "custom_jvp":
+            return _custom_jvp_of(S)(x, y)
+        raise KeyError(kind)
+
+    return S_next
+
+
+def _raw(a: Any) -> Any:
+    return a.data if isinstance(a, agrad.Tensor) else a
+
+
+def _as_tensor(a: Any) -> Any:
+    return a if isinstance(a, agrad.Tensor) else agrad.asarray(a)
+
+
+def _sum_dots(gs: Any, vs: list) -> Any:
+    total = None
+    for g, v in zip(gs, vs):
+        term = _dot(g, v)
+        total = term if total is None else total + term
+    return total
+
+
+def _custom_vjp_of(S: Callable) -> Callable:
+    """S with a hand-written reverse rule: agrad.vjp of S itself."""
+
+    @agrad.custom_vjp
+    def f(x, y):
+        return S(x, y)
+
+    def fwd(x, y):
+        return f(x, y), (x, y)
+
+    def bwd(res, g):
+        _, pb = agrad.vjp(S, *res)
+        return pb(g)
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def _custom_jvp_of(S: Callable) -> Callable:
+    """S with a hand-written forward rule: agrad.jvp of S itself."""
+
+    @agrad.custom_jvp
+    def f(x, y):
+        return S(x, y)
+
+    @f.defjvp
+    def rule(primals, tangents):
+        return agrad.jvp(S, list(primals), list(tangents))
+
+    return f
+
+
+# --------------------------------------------------------------------------- a case
+
+
+@dataclass
+class Case:
+    seed: int
+    program: Program
+    levels: list
+    x: Any
+    y: Any
+    aliased: bool
+
+    def describe(self) -> str:
+        tower = " -> ".join(lv.describe() for lv in self.levels) or "(no transform)"
+        return (f"seed {self.seed}; inputs {'the SAME array twice' if self.aliased else 'x, y'}; "
+                f"tower: {tower}\n{self.program.describe()}")
+
+
+def random_case(seed: int, max_levels: int = 3) -> Case:
+    rng = np.random.default_rng(seed)
+    aliased = bool(rng.random() < 0.2)
+    sx = SHAPES[int(rng.integers(len(SHAPES)))]
+    sy = sx if aliased else SHAPES[int(rng.integers(len(SHAPES)))]
+    prog = random_program(rng, (sx, sy), int(rng.integers(2, 9)))
+    prog.weights = rng.standard_normal(prog.shapes[-1])
+    x = rng.uniform(-1.2, 1.2, size=sx)
+    y = x if aliased else rng.uniform(-1.2, 1.2, size=sy)
+    levels = []
+    n_levels = int(rng.integers(1, max_levels + 1))
+    for _ in range(n_levels):
+        r = rng.random()
+        kinds = DERIVATIVE_KINDS if r < 0.7 else (SECOND_ORDER_KINDS if r < 0.82 else IDENTITY_KINDS)
+        kind = str(rng.choice(kinds))
+        if kind in ("grad_closure", "jvp_closure", "hessian", "hvp"):
+            chosen: tuple = (int(rng.integers(2)),)
+        elif kind == "grad_dict":
+            chosen = (0, 1)
+        else:
+            chosen = [(0,), (1,), (0, 1), (1, 0)][int(rng.integers(4))]
+        v = [rng.standard_normal(sx) if 0 in chosen else np.zeros(sx),
+             rng.standard_normal(sy) if 1 in chosen else np.zeros(sy)]
+        w = rng.standard_normal((sx, sy)[chosen[0]])
+        levels.append(Level(kind, chosen, v, w))
+    return Case(seed, prog, levels, x, y, aliased)
+
+
+def _scalar(t: Any) -> float:
+    return float(B.to_numpy(_raw(t)))
+
+
+def _eval(S: Callable, x_host: Any, y_host: Any, backend_name: str, device: Any, same: bool = False) -> float:
+    x = B.from_numpy(x_host, backend=backend_name, device=device)
+    y = x if same else B.from_numpy(y_host, backend=backend_name, device=device)
+    return _scalar(S(x, y))
+
+
+def _directional(S: Callable, case: Case, lv: Level, backend_name: str, device: Any) -> float:
+    """sum over chosen args of <dS/d arg, v>, by Richardson-extrapolated central differences."""
+
+    def d(h):
+        xp_, yp_ = case.x + h * lv.v[0], case.y + h * lv.v[1]
+        xm_, ym_ = case.x - h * lv.v[0], case.y - h * lv.v[1]
+        return (_eval(S, xp_, yp_, backend_name, device) - _eval(S, xm_, ym_, backend_name, device)) / (2 * h)
+
+    h = 1e-3
+    return (4 * d(h / 2) - d(h)) / 3
+
+
+def _second(S: Callable, case: Case, lv: Level, backend_name: str, device: Any) -> float:
+    """<v, H w> for argument chosen[0], by central differences of central differences."""
+    j = lv.chosen[0]
+
+    def at(a, b):
+        args = [case.x.copy(), case.y.copy()]
+        args[j] = args[j] + a * lv.v[j] + b * lv.w
+        return _eval(S, args[0], args[1], backend_name, device)
+
+    def d(h):
+        return (at(h, h) - at(h, -h) - at(-h, h) + at(-h, -h)) / (4 * h * h)
+
+    h = 2e-3
+    return (4 * d(h / 2) - d(h)) / 3
+
+
+def check_case(case: Case, backend_name: str = "numpy", device: Any = None) -> str | None:
+    """None if every level matches finite differences of the level below, else a report."""
+    S = lambda x, y: run_program(case.program, x, y)  # noqa: E731
+    towers = [S]
+    for lv in case.levels:
+        towers.append(make_level(lv, towers[-1]))
+    with agrad.use_backend(backend_name):
+        for k, lv in enumerate(case.levels, start=1):
+            got = _eval(towers[k], case.x, case.y, backend_name, device, same=case.aliased)
+            if lv.kind in IDENTITY_KINDS:
+                want = _eval(towers[k - 1], case.x, case.y, backend_name, device, same=case.aliased)
+            elif lv.kind in SECOND_ORDER_KINDS:
+                want = _second(towers[k - 1], case, lv, backend_name, device)
+            else:
+                want = _directional(towers[k - 1], case, lv, backend_name, device)
+            tol = 2e-6 * (1.0 + abs(want)) if lv.kind not in SECOND_ORDER_KINDS else 2e-4 * (1.0 + abs(want))
+            if not (abs(got - want) <= tol):
+                return (f"level {k} ({lv.describe()}) gives {got!r}, finite differences give {want!r}\n"
+                        f"{case.describe()}")
+    return None
+
+
+def run(cases: int, start: int = 0, backend_name: str = "numpy", device: Any = None,
+        max_levels: int = 3, stop_after: int = 5) -> tuple[int, list[str]]:
+    failures = []
+    for seed in range(start, start + cases):
+        case = random_case(seed, max_levels)
+        try:
+            report = check_case(case, backend_name, device)
+        except Exception as e:  # an exception is a finding too, reported with its case
+            report = f"raised {type(e).__name__}: {e}\n{case.describe()}"
+        if report is not None:
+            failures.append(report)
+            if len(failures) >= stop_after:
+                break
+    return cases, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", type=int, default=1000)
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--backend", default="numpy")
+    p.add_argument("--device", default=None)
+    p.add_argument("--max-levels", type=int, default=3)
+    p.add_argument("--stop-after", type=int, default=20)
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    n, failures = run(args.cases, args.start, args.backend, args.device, args.max_levels, args.stop_after)
+    for f in failures:
+        print("MISMATCH:", f, "\n", file=sys.stderr)
+    print(f"{n} cases from seed {args.start} on {args.backend}: {len(failures)} mismatches "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
