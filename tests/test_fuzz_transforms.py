@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from tests import fuzz
 
 CASES = int(os.environ.get("AGRAD_FUZZ_CASES", "60"))
