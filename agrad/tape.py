@@ -128,7 +128,8 @@ class Primitive:
 
 
 def primitive(name: str, forward: Callable, *vjps: Callable | None, register: bool = True,
-              jvps: Sequence[Callable | None] | None = None) -> Primitive:
+              jvps: Sequence[Callable | None] | None = None, vjp_all: Callable | None = None,
+              jvp_all: Callable | None = None) -> Primitive:
     """Declare a new differentiable operation.
 
     Example::
@@ -140,8 +141,12 @@ def primitive(name: str, forward: Callable, *vjps: Callable | None, register: bo
     Write the rules only with operators and ``xp`` functions so that they also run
     on Tensors, which makes higher-order derivatives of the new op work too.
     Without ``jvps`` the op has no forward-mode rule (agrad.jvp then raises).
+    Rules that share work between arguments give every gradient from one call
+    instead: ``vjp_all(xp, g, ans, args, wanted, params)`` returns one gradient per
+    argument (None where ``wanted[i]`` is false), ``jvp_all(xp, tangents, ans, args,
+    params)`` the output tangent from all the arguments' tangents (None for none).
     """
-    prim = Primitive(name, forward, vjps, register=register)
+    prim = Primitive(name, forward, vjps, register=register, vjp_all=vjp_all, jvp_all=jvp_all)
     if jvps is not None:
         prim.defjvp(*jvps)
     return prim

@@ -10,8 +10,14 @@ from ..tensor import Tensor
 
 
 def _one_hot(xp, labels, n_classes, like):
-    classes = xp.arange(n_classes, device=like.device)
-    return xp.astype(xp.equal(labels[:, None], classes), like.dtype)
+    # A constant, so it is built from the raw arrays, beside them, whatever backend is
+    # selected ("cpu" alone would not say whether NumPy or array-api-strict is meant).
+    raw_labels = labels.data if isinstance(labels, Tensor) else labels
+    raw_like = like.data if isinstance(like, Tensor) else like
+    rxp = backend.namespace_of((raw_labels, raw_like), "logistic_loss")
+    classes = rxp.arange(n_classes, device=raw_like.device)
+    onehot = rxp.astype(rxp.equal(rxp.expand_dims(raw_labels, axis=1), classes), raw_like.dtype)
+    return Tensor(onehot) if xp is not rxp else onehot
 
 
 def _logistic_forward(xp, logits, labels):

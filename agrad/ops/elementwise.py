@@ -37,12 +37,17 @@ divide = primitive(
 
 def _pow_vjp_base(xp, g, ans, x, y):
     # d/dx x**y = y * x**(y-1), written without ans/x so that x == 0 gives 0, not nan.
-    # Where y == 0 the derivative is exactly 0 (PyTorch, JAX), not 0 * x**-1 = nan at
-    # x == 0: the exponent is moved off -1 there. Since this rule is itself made of pow,
-    # the same care reaches every higher derivative (d2/dx2 x**1 at 0 is 0).
+    # At y == 0 it is exactly 0 (as PyTorch and JAX give it), not 0 * 0**-1 = nan at
+    # x == 0. Since this rule is itself made of pow, the same care reaches every higher
+    # derivative (d2/dx2 x**1 at 0 is 0).
     if isinstance(y, (int, float)):
         return g * 0.0 if y == 0 else g * y * x ** (y - 1)
-    return g * y * x ** xp.where(y == 0, 1.0, y - 1.0)
+    # An array exponent: only the point x == y == 0 is replaced, on both sides of the
+    # where (so that no nan leaks into a derivative through the branch not taken);
+    # elsewhere the expression, and so every derivative in x and in y, is the true one.
+    zero_zero = (y == 0) & (x == 0)
+    safe_x = xp.where(zero_zero, 1.0, x)
+    return g * xp.where(zero_zero, 0.0, y * safe_x ** (y - 1.0))
 
 
 def _pow_vjp_exponent(xp, g, ans, x, y):
