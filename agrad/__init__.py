@@ -10,8 +10,10 @@ library; array-api-strict proves that nothing outside the standard is used.
 """
 
 from . import data, datasets, nn, ops, optim, random
+from . import dtypes as _dtypes
 from .backend import BackendError, available_backends, get_backend, set_backend, use_backend
 from .custom import checkpoint, custom_jvp, custom_vjp
+from .dtypes import DType, get_default_dtype, set_default_dtype
 from .gradcheck import GradcheckError, check_grad
 from .io import CheckpointError, load, save
 from .ops import *  # noqa: F403 -- the differentiable namespace is the public API
@@ -23,9 +25,9 @@ from .transforms import grad, hessian, hvp, jacobian, jvp, stop_gradient, value_
 
 __version__ = "0.1.0"
 
-# dtypes are named by strings and resolved by each backend ('float32' -> numpy.float32, ...)
-float16, float32, float64 = "float16", "float32", "float64"
-int32, int64, bool_ = "int32", "int64", "bool"
+# agrad.float32, agrad.int64, agrad.bool...: equal to every backend's dtype of that name
+globals().update(_dtypes.ALL)
+bool_ = _dtypes.ALL["bool"]
 
 __all__ = [
     "BackendError", "GradcheckError", "Primitive", "Tensor", "available_backends", "check_grad",
@@ -33,6 +35,6 @@ __all__ = [
     "set_backend", "use_backend", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "stop_gradient",
     "custom_vjp", "custom_jvp", "checkpoint", "data", "datasets", "nn", "optim", "random",
     "CheckpointError", "load", "save", "manual_seed",
-    "float16", "float32", "float64", "int32", "int64", "bool_",
+    "DType", "get_default_dtype", "set_default_dtype", "bool_", *_dtypes.ALL,
     *_ops_all,
 ]

@@ -21,6 +21,8 @@ from typing import Any, Iterator
 import array_api_compat
 import numpy as np
 
+from . import dtypes
+
 __all__ = [
     "ArrayNamespace",
     "available_backends",
@@ -280,7 +282,7 @@ def describe(x: Any) -> str:
 
 
 def _dtype_name(dtype: Any) -> str:
-    return str(getattr(dtype, "name", dtype)).replace("array_api_strict.", "")
+    return dtypes.dtype_name(dtype)
 
 
 def device_name(x: Any) -> str:
@@ -521,6 +523,24 @@ def _cupy_to_cupy(x: Any, target: Any) -> Any:
     return out
 
 
+def from_dlpack(x: Any, device: Any = None, copy: bool | None = None) -> Any:
+    """An array of the backend that owns ``x`` (or the selected one) from any DLPack
+    capable object, sharing memory unless ``copy`` (or a move to ``device``) needs a copy."""
+    try:
+        xp = namespace_of((x,), "from_dlpack")
+    except TypeError:
+        xp = None
+    xp = xp or creation_namespace()
+    kwargs = {} if copy is None else {"copy": copy}
+    try:
+        out = xp.from_dlpack(x, **kwargs)
+    except TypeError:  # an older library without copy=
+        out = xp.from_dlpack(x)
+        if copy:
+            out = xp.asarray(out, copy=True)
+    return out if device is None else to_device(out, device)
+
+
 def to_numpy(x: Any) -> np.ndarray:
     """A host NumPy copy of any backend's array."""
     xp = namespace_of((x,), "numpy")
@@ -584,20 +604,17 @@ def default_device(xp: ArrayNamespace) -> Any:
 
 
 def resolve_dtype(xp: ArrayNamespace, dtype: Any) -> Any:
-    """Accept 'float32', agrad.float32 or a backend dtype; return ``xp``'s dtype."""
+    """Accept agrad.float32, 'float32' or any backend's dtype; return ``xp``'s dtype."""
     if dtype is None:
         return None
-    if isinstance(dtype, str):
-        try:
-            return getattr(xp, dtype)
-        except AttributeError:
-            raise TypeError(f"agrad: unknown dtype {dtype!r} for the {xp.name} backend") from None
-    name = getattr(dtype, "name", None)
-    if xp.name == "numpy" or name is None:
-        return dtype
-    if isinstance(dtype, type) and issubclass(dtype, np.generic):
-        return getattr(xp, np.dtype(dtype).name)
-    return getattr(xp, str(name).replace("array_api_strict.", ""), dtype)
+    try:
+        name = dtypes.dtype_name(dtype)
+    except TypeError:
+        raise TypeError(f"agrad: {dtype!r} is not a dtype; use agrad.float32, 'float32' or a backend dtype") from None
+    found = getattr(xp, name, None)
+    if found is None or name not in dtypes.ALL:
+        raise TypeError(f"agrad: unknown dtype {dtype!r} for the {xp.name} backend")
+    return found
 
 
 # --------------------------------------------------------------------------- scatter-add

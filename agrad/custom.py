@@ -18,7 +18,7 @@ def _wrap_inputs(raw: tuple) -> list:
 
 
 def _zeros_like(x: Any) -> Any:
-    raw = x.data if isinstance(x, Tensor) else x
+    raw = x._data if isinstance(x, Tensor) else x
     return backend.namespace_of((raw,), "custom").zeros_like(raw)
 
 
@@ -29,7 +29,7 @@ def _as_mode(x: Any, like_g: Any, arg: Any) -> Any:
         x = _zeros_like(arg)
     if isinstance(like_g, Tensor):
         return x if isinstance(x, Tensor) else Tensor(x)
-    return x.data if isinstance(x, Tensor) else x
+    return x._data if isinstance(x, Tensor) else x
 
 
 def _check_gradient_shape(name: str, kind: str, i: int, grad: Any, arg: Any) -> None:
@@ -126,7 +126,7 @@ class custom_vjp:
         def forward(xp, *raw):
             with tape.no_grad():
                 out, res = self._fwd(fwd, _wrap_inputs(raw))
-            return out.data, res
+            return out._data, res
 
         def vjp_all(xp, g, ans, args, wanted, params):
             if isinstance(g, Tensor):  # recorded backward pass: residuals as functions of the inputs
@@ -186,7 +186,7 @@ class custom_jvp:
                 out = self.fun(*_wrap_inputs(raw))
             if not isinstance(out, Tensor):
                 raise TypeError(f"agrad.custom_jvp: {name} must return one Tensor, got {type(out).__name__}")
-            return out.data
+            return out._data
 
         def tangent_out(primals: Sequence[Any], tangents: Sequence[Any]) -> Tensor:
             _, t = rule(tuple(primals), tuple(tangents))
@@ -242,7 +242,7 @@ def checkpoint(f: Callable) -> Callable:
             out = f(*_wrap_inputs(raw))
         if not isinstance(out, Tensor):
             raise TypeError(f"agrad.checkpoint: {name} must return one Tensor, got {type(out).__name__}")
-        return out.data
+        return out._data
 
     def vjp_all(xp, g, ans, args, wanted, params):
         from . import transforms

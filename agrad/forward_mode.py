@@ -51,7 +51,7 @@ class NoJVPRule(NotImplementedError):
 
 
 def _zeros_like(x: Any) -> Tensor:
-    raw = x.data if isinstance(x, Tensor) else x
+    raw = x._data if isinstance(x, Tensor) else x
     xp = backend.namespace_of((raw,), "jvp")
     return Tensor(xp.zeros_like(raw))
 

@@ -57,7 +57,7 @@ def _projected(f: Callable, u: dict) -> Callable:
         if key not in u["u"]:
             raw = backend.from_numpy(u["host"], backend=key[0], device=out.device)
             xp = backend.namespace_of((raw,), "check_grad")
-            u["u"][key] = xp.astype(raw, out.dtype)
+            u["u"][key] = xp.astype(raw, out.data.dtype)
         from . import ops
 
         return ops.sum(out * u["u"][key])

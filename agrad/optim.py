@@ -52,9 +52,9 @@ class Optimizer:
             if "initialised" not in state:
                 self.init_state(xp, p.data, state)
                 state["initialised"] = True
-            new = self.update(xp, p.data, p.grad.data, state)
-            if new is not p.data:
-                p.data = new
+            new = self.update(xp, p._data, p.grad._data, state)
+            p._data = new
+            p._version += 1  # graphs recorded before this step must not use the updated values
 
     def init_state(self, xp: Any, w: Any, state: dict) -> None:
         pass
@@ -171,7 +171,8 @@ class LBFGS(Optimizer):
         start = 0
         for p in self.params:
             n = p.size
-            p.data = xp.astype(xp.reshape(flat[start:start + n], p.shape), p.dtype)
+            p._data = xp.astype(xp.reshape(flat[start:start + n], p.shape), p._data.dtype)
+            p._version += 1
             start += n
 
     def _evaluate(self, closure) -> tuple[float, Any]:

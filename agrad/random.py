@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import backend
+from . import backend, dtypes
 from .tensor import Tensor
 
 _default = backend.host_rng(0)
@@ -30,7 +30,7 @@ def default_generator() -> Any:
     return _default
 
 
-def uniform(low: float, high: float, shape: tuple, dtype: Any = "float32", device: Any = None,
+def uniform(low: float, high: float, shape: tuple, dtype: Any = None, device: Any = None,
             rng: Any = None) -> Tensor:
     """Uniform samples on [low, high), drawn on the host in float64 then cast and moved."""
     rng = rng or _default
@@ -38,7 +38,7 @@ def uniform(low: float, high: float, shape: tuple, dtype: Any = "float32", devic
     return _place(host, dtype, device)
 
 
-def normal(shape: tuple, mean: float = 0.0, std: float = 1.0, dtype: Any = "float32", device: Any = None,
+def normal(shape: tuple, mean: float = 0.0, std: float = 1.0, dtype: Any = None, device: Any = None,
            rng: Any = None) -> Tensor:
     """Normal samples, drawn on the host in float64 then cast and moved."""
     rng = rng or _default
@@ -52,5 +52,6 @@ def permutation(n: int, rng: Any = None) -> Any:
 
 def _place(host: Any, dtype: Any, device: Any) -> Tensor:
     hp = backend.host_namespace()
+    dtype = dtypes.get_default_dtype() if dtype is None else dtype
     host = hp.astype(host, backend.resolve_dtype(hp, dtype))
     return Tensor(backend.from_numpy(host, device=device))

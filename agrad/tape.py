@@ -160,13 +160,16 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
     raw = []
     needs_grad = False
     has_tangents = False
+    updated = False  # an input was updated in place before: remember the versions we saw
     for a in args:
         if isinstance(a, Tensor):
-            raw.append(a.data)
+            raw.append(a._data)
             if a.requires_grad:
                 needs_grad = True
             if a._tangents is not None:
                 has_tangents = True
+            if a._version:
+                updated = True
         else:
             raw.append(a)
     xp = namespace_of(raw, prim.name)
@@ -181,21 +184,24 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
     if out.__class__ is not xp.array_type:
         out = as_array(xp, out)
     t = _new(Tensor)
-    t.data = out
+    t._data = out
     t.grad = None
     t._tangents = None
+    t._version = 0
     if needs_grad and _grad_mode.enabled:
         t.requires_grad = True
         t._prim = prim
         t._args = args
         t._inputs = raw
         t._params = params
+        t._versions = tuple(a._version if isinstance(a, Tensor) else 0 for a in args) if updated else None
     else:
         t.requires_grad = False
         t._prim = None
         t._args = None
         t._inputs = None
         t._params = None
+        t._versions = None
     if has_tangents:
         forward_mode.propagate(prim, args, plain_params, t)
     return t
@@ -345,7 +351,7 @@ def without_dead_history(t: Tensor) -> Tensor:
     order = _post_order([t], released_ok=True)
     if id(t) in _live_nodes(order):
         return t
-    out = Tensor(t.data)
+    out = Tensor(t._data)
     if t._tangents is not None:
         out._tangents = {k: without_dead_history(v) for k, v in t._tangents.items()}
     return out
@@ -420,10 +426,17 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
             if capture is not None and id(t) in capture:
                 capture[id(t)] = g if capture[id(t)] is None else capture[id(t)] + g
             args = t._args
+            versions = t._versions
+            if versions is None:  # every input was at version 0 when recorded: is one not any more?
+                for a in args:
+                    if isinstance(a, Tensor) and a._version:
+                        _check_versions(t)
+            elif any(a._version != v for a, v in zip(args, versions) if isinstance(a, Tensor)):
+                _check_versions(t)
             if create_graph:
                 xp, ans, raw = dxp, t, _constants_as_tensors(args)
             else:
-                ans = t.data
+                ans = t._data
                 xp = by_type[ans.__class__]
                 raw = t._inputs
             prim, params = t._prim, t._params
@@ -450,11 +463,11 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                     continue
                 if not create_graph and ga.__class__ is not xp.array_type:
                     ga = as_array(xp, ga)
-                shape = a.data.shape
+                shape = a._data.shape
                 if ga.shape != shape:
                     ga = _sum_to_shape(xp, ga, shape)
-                if ga.dtype != a.data.dtype:
-                    ga = xp.astype(ga, a.data.dtype)
+                if ga.dtype != a._data.dtype:
+                    ga = xp.astype(ga, a._data.dtype)
                 if a._prim is None:
                     if fast_leaves and a.grad is None and ga is not g and getattr(ga, "base", 0) is None:
                         a.grad = _wrap(ga)  # the common case, inlined: a fresh array for a fresh leaf
@@ -473,6 +486,19 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 t._params = None
     finally:
         _grad_mode.enabled = previous
+
+
+def _check_versions(t: Tensor) -> None:
+    """A saved input changed in place after it was recorded: its gradient would be wrong."""
+    saved = t._versions or (0,) * len(t._args)
+    for i, (a, v) in enumerate(zip(t._args, saved)):
+        if isinstance(a, Tensor) and a._version != v:
+            raise RuntimeError(
+                f"agrad.backward: argument {i} of {t._prim.name} ({backend.describe(a._data)}) was updated in place "
+                f"after the operation was recorded (version {v}, now {a._version}); its gradient would use the new "
+                f"values. Update it after backward() (optimizer.step() after loss.backward()), or compute a new "
+                f"tensor instead of updating it in place."
+            )
 
 
 def _constants_as_tensors(args: Sequence[Any]) -> list[Any]:
@@ -497,7 +523,7 @@ def _deliver_leaf(leaf: Tensor, ga: Any, g_in: Any, capture: dict[int, Any] | No
         return
     if create_graph:
         grad = ga if isinstance(ga, Tensor) else Tensor(ga)
-        if grad is g_in or not _owns(grad.data):
+        if grad is g_in or not _owns(grad._data):
             grad = grad * 1  # a recorded copy
         leaf.grad = grad if leaf.grad is None else leaf.grad + grad
         return
@@ -509,14 +535,15 @@ def _deliver_leaf(leaf: Tensor, ga: Any, g_in: Any, capture: dict[int, Any] | No
             ga = xp.asarray(ga, copy=True)
         leaf.grad = _wrap(ga)
     else:
-        leaf.grad = _wrap(leaf.grad.data + ga)
+        leaf.grad = _wrap(leaf.grad._data + ga)
 
 
 def _wrap(data: Any) -> Tensor:
     """A constant Tensor around an array already known to be valid (no checks)."""
     t = _new(Tensor)
-    t.data = data
-    t.grad = t._prim = t._args = t._inputs = t._params = t._tangents = None
+    t._data = data
+    t.grad = t._prim = t._args = t._inputs = t._params = t._tangents = t._versions = None
+    t._version = 0
     t.requires_grad = False
     return t
 
@@ -529,31 +556,31 @@ def _owns(x: Any) -> bool:
 
 def _seed(root: Tensor, grad: Any, create_graph: bool, op: str) -> Any:
     if grad is None:
-        if root.data.shape != ():
+        if root._data.shape != ():
             raise RuntimeError(
-                f"agrad.{op}: the output has shape {tuple(root.data.shape)}; backward() without a "
+                f"agrad.{op}: the output has shape {tuple(root._data.shape)}; backward() without a "
                 f"gradient needs a scalar output. Pass grad= (an array of the output's shape) or "
                 f"reduce the output first (e.g. .sum())."
             )
-        xp = backend.namespace_of((root.data,), op)
-        seed = xp.ones_like(root.data)
+        xp = backend.namespace_of((root._data,), op)
+        seed = xp.ones_like(root._data)
     else:
-        seed = grad.data if isinstance(grad, Tensor) else grad
-        xp = backend.namespace_of((root.data, seed), op)
+        seed = grad._data if isinstance(grad, Tensor) else grad
+        xp = backend.namespace_of((root._data, seed), op)
         if isinstance(seed, (int, float)):
-            seed = xp.full_like(root.data, seed)
-        if tuple(seed.shape) != tuple(root.data.shape):
+            seed = xp.full_like(root._data, seed)
+        if tuple(seed.shape) != tuple(root._data.shape):
             raise ValueError(
                 f"agrad.{op}: grad has shape {tuple(seed.shape)} but the output has shape "
-                f"{tuple(root.data.shape)}; they must match"
+                f"{tuple(root._data.shape)}; they must match"
             )
         if create_graph and isinstance(grad, Tensor):
             # A recorded cotangent stays one: the result is a differentiable function of it.
-            if grad.dtype != root.data.dtype:
-                return _differentiable_namespace().astype(grad, root.data.dtype)
+            if grad.dtype != root._data.dtype:
+                return _differentiable_namespace().astype(grad, root._data.dtype)
             return grad
-        if seed.dtype != root.data.dtype:
-            seed = xp.astype(seed, root.data.dtype)
+        if seed.dtype != root._data.dtype:
+            seed = xp.astype(seed, root._data.dtype)
     if create_graph:
         return Tensor(seed)
     return seed
@@ -624,14 +651,14 @@ def _gradients(outputs: Sequence[Any], inputs: Sequence[Tensor], grad_outputs: S
     for x in inputs:
         g = capture[id(x)]
         if g is None:
-            g = Tensor(backend.namespace_of((x.data,), "grad").zeros_like(x.data))
+            g = Tensor(backend.namespace_of((x._data,), "grad").zeros_like(x._data))
         elif create_graph:
             g = g if isinstance(g, Tensor) else Tensor(g)
             if id(g) in handed_out:  # every input gets a Tensor of its own, never an alias
                 with _set_grad(True):
                     g = _differentiable_namespace().identity(g)
         else:
-            if not _owns(g) or any(g is r.data for r in result):
+            if not _owns(g) or any(g is r._data for r in result):
                 g = backend.namespace_of((g,), "grad").asarray(g, copy=True)
             g = Tensor(g)
         handed_out.add(id(g))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import backend
+from . import backend, dtypes
+from .dtypes import DType
 
+_AGRAD_DTYPES: dict = {}  # backend dtype class -> {backend dtype -> agrad dtype}, filled on first sight
 _ops: Any = None  # agrad.ops, bound when it is imported (it needs this module first)
 _tape: Any = None
 
@@ -27,40 +29,69 @@ class Tensor:
         requires_grad: whether operations on this tensor are recorded.
     """
 
-    # _tangents: forward-mode tangents, {level: Tensor}, while an agrad.jvp is running.
-    __slots__ = ("data", "grad", "requires_grad", "_prim", "_args", "_inputs", "_params", "_tangents", "__weakref__")
+    # _data: the array (``data`` checks writes); _tangents: forward-mode tangents,
+    # {level: Tensor}, while an agrad.jvp is running; _version counts in-place updates,
+    # and _versions holds the versions of a recorded node's inputs when it was recorded.
+    __slots__ = ("_data", "grad", "requires_grad", "_prim", "_args", "_inputs", "_params", "_tangents",
+                 "_version", "_versions", "__weakref__")
+    grad: "Tensor | None"
+    requires_grad: bool
     # numpy defers to Tensor's reflected operators (ndarray + Tensor -> Tensor.__radd__).
     __array_ufunc__ = None
     __array_priority__ = 1000
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         if isinstance(data, Tensor):
-            data = data.data
+            data = data._data
         xp = backend.namespace_of((data,), "Tensor")
         if xp is None or not hasattr(data, "shape"):
             xp = backend.creation_namespace()
             data = xp.asarray(data)
+            if xp.isdtype(data.dtype, "real floating"):  # a Python float: the default floating dtype
+                default = backend.resolve_dtype(xp, dtypes.get_default_dtype())
+                if data.dtype != default:
+                    data = xp.astype(data, default)
         elif data.__class__ is not xp.array_type:
             data = xp.asarray(data)
-        self.data = data
+        self._data = data
         self.grad = None
         self._prim = None
         self._args = None
         self._inputs = None
         self._params = None
         self._tangents = None
+        self._version = 0
+        self._versions = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
 
+    @property
+    def data(self) -> Any:
+        """The backend array. Assigning a new one is an update of this tensor: allowed
+        under ``agrad.no_grad()`` (and for tensors nobody differentiates), refused for a
+        recorded tensor or a leaf that requires a gradient while operations are recorded."""
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        if value is not self._data:  # (``t.data -= x`` updated the array in place already)
+            _check_update(self, "assigning to .data")
+            if isinstance(value, Tensor):
+                value = value._data
+            if backend.namespace_of((value,), "Tensor.data") is None:
+                raise TypeError(f"agrad: .data must be a backend array, got {type(value).__name__}")
+            self._data = value
+        self._version += 1
+
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         """Mark this (leaf) tensor as needing a gradient. Only floating dtypes can."""
         if requires_grad:
-            xp = backend.namespace_of((self.data,), "requires_grad")
-            if not _is_floating(xp, self.data.dtype):
+            xp = backend.namespace_of((self._data,), "requires_grad")
+            if not _is_floating(xp, self._data.dtype):
                 raise TypeError(
                     f"agrad: only floating-point tensors can require a gradient, but this tensor is "
-                    f"{backend.describe(self.data)}; convert it first, e.g. "
+                    f"{backend.describe(self._data)}; convert it first, e.g. "
                     f"agrad.astype(x, 'float32')"
                 )
             if self._prim is not None:
@@ -71,25 +102,35 @@ class Tensor:
     # ----------------------------------------------------------------- properties
     @property
     def shape(self) -> tuple:
-        return tuple(self.data.shape)
+        return tuple(self._data.shape)
 
     @property
-    def dtype(self) -> Any:
-        return self.data.dtype
+    def dtype(self) -> DType:
+        """The agrad dtype (``agrad.float32``...), equal to the backend's own dtype object."""
+        d = self._data.dtype
+        # One table per dtype class: array-api-strict dtypes hash like NumPy's but must not
+        # be compared with them.
+        table = _AGRAD_DTYPES.get(d.__class__)
+        if table is None:
+            table = _AGRAD_DTYPES[d.__class__] = {}
+        found = table.get(d)
+        if found is None:
+            found = table[d] = dtypes.as_dtype(d)
+        return found
 
     @property
     def device(self) -> Any:
         """The array's device object ('cpu' for NumPy, a cupy Device, ...)."""
-        return self.data.device
+        return self._data.device
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def size(self) -> int:
         n = 1
-        for s in self.data.shape:
+        for s in self._data.shape:
             n *= s
         return n
 
@@ -99,7 +140,7 @@ class Tensor:
 
     @property
     def T(self) -> "Tensor":
-        if self.data.ndim != 2:
+        if self._data.ndim != 2:
             raise ValueError(f"agrad: .T needs a 2-D tensor, got shape {self.shape}; use .mT or permute_dims")
         return _ops.matrix_transpose(self)
 
@@ -108,13 +149,13 @@ class Tensor:
         return _ops.matrix_transpose(self)
 
     def __len__(self) -> int:
-        if self.data.ndim == 0:
+        if self._data.ndim == 0:
             raise TypeError("agrad: len() of a 0-D tensor")
-        return self.data.shape[0]
+        return self._data.shape[0]
 
     def __repr__(self) -> str:
         extra = ", requires_grad=True" if self.requires_grad else ""
-        return f"Tensor({self.data!r}{extra})"
+        return f"Tensor({self._data!r}{extra})"
 
     # ----------------------------------------------------------------- tape
     def backward(self, grad: Any = None, retain_graph: bool = False, create_graph: bool = False) -> None:
@@ -127,7 +168,7 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         """The same data, cut off from the tape and from forward-mode tangents (no copy)."""
-        return Tensor(self.data)
+        return Tensor(self._data)
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -142,7 +183,7 @@ class Tensor:
 
     def numpy(self) -> Any:
         """A host NumPy copy of the data (never a view)."""
-        return backend.to_numpy(self.data)
+        return backend.to_numpy(self._data)
 
     def item(self) -> Any:
         if self.size != 1:
@@ -169,20 +210,26 @@ class Tensor:
                 "silently drop the derivative. Use agrad ops (agrad.asarray([...]) and agrad.stack are "
                 "differentiable), or take the values explicitly with t.detach() or t.numpy()"
             )
-        if not backend.is_numpy_array(self.data):
+        if not backend.is_numpy_array(self._data):
             raise TypeError(
-                f"agrad: numpy cannot convert {backend.describe(self.data)} implicitly (it would copy it to the "
+                f"agrad: numpy cannot convert {backend.describe(self._data)} implicitly (it would copy it to the "
                 f"host silently); call tensor.numpy() for an explicit host copy"
             )
-        if dtype is not None and dtype != self.data.dtype:
-            return self.data.astype(dtype)
-        return self.data.copy() if copy else self.data
+        if dtype is not None and dtype != self._data.dtype:
+            return self._data.astype(dtype)
+        return self._data.copy() if copy else self._data
 
     def __dlpack__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.data.__dlpack__(*args, **kwargs)
+        return self._data.__dlpack__(*args, **kwargs)
 
     def __dlpack_device__(self) -> Any:
-        return self.data.__dlpack_device__()
+        return self._data.__dlpack_device__()
+
+    # ----------------------------------------------------------------- in-place operators
+    def __iadd__(self, other): return _update_in_place(self, other, "+=")
+    def __isub__(self, other): return _update_in_place(self, other, "-=")
+    def __imul__(self, other): return _update_in_place(self, other, "*=")
+    def __itruediv__(self, other): return _update_in_place(self, other, "/=")
 
     # ----------------------------------------------------------------- operators
     def __add__(self, other): return _ops.add(self, other)
@@ -232,3 +279,47 @@ class Tensor:
     def exp(self): return _ops.exp(self)
     def log(self): return _ops.log(self)
     def tanh(self): return _ops.tanh(self)
+
+
+def _check_update(t: Tensor, what: str) -> None:
+    """Refuse an update that would silently corrupt recorded derivatives."""
+    if t._prim is not None:
+        raise RuntimeError(
+            f"agrad: {what} on a tensor computed by a recorded operation would corrupt the gradients that "
+            f"depend on it; compute a new tensor instead (y = y - x), or detach() it first"
+        )
+    if t.requires_grad and _tape.is_grad_enabled():
+        raise RuntimeError(
+            f"agrad: {what} on a leaf that requires a gradient, while operations are recorded; do the update "
+            f"under `with agrad.no_grad():` (as optimizers do), where it changes the tensor in place and keeps "
+            f"requires_grad, or write `w = w - x` for a new, recorded tensor"
+        )
+    if t._tangents is not None and _tape._is_traced(t):
+        raise RuntimeError(f"agrad: {what} on a tensor that carries a forward-mode tangent (inside agrad.jvp)")
+
+
+def _update_in_place(t: Tensor, other: Any, op: str) -> Tensor:
+    """``t op= other``: the same Tensor object afterwards, its array updated in place where
+    the backend allows it, its shape and dtype kept (as NumPy and PyTorch do)."""
+    _check_update(t, f"`{op}`")
+    raw = other._data if isinstance(other, Tensor) else other
+    backend.namespace_of((t._data, raw), f"Tensor `{op}`")
+    data = t._data
+    try:
+        if op == "+=":
+            data += raw
+        elif op == "-=":
+            data -= raw
+        elif op == "*=":
+            data *= raw
+        else:
+            data /= raw
+    except (TypeError, ValueError) as exc:  # a cast that loses kind, or a broadcast that grows t
+        raise type(exc)(f"agrad: `{op}` cannot update {backend.describe(t._data)} with "
+                        f"{backend.describe(raw)} in place: {exc}") from None
+    if tuple(data.shape) != tuple(t._data.shape) or data.dtype != t._data.dtype:
+        raise ValueError(f"agrad: `{op}` would change {backend.describe(t._data)} into "
+                         f"{backend.describe(data)}; an in-place update keeps the shape and dtype")
+    t._data = data
+    t._version += 1
+    return t

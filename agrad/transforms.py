@@ -26,7 +26,7 @@ def _argnums(argnums: int | Sequence[int], nargs: int, name: str) -> tuple[int, 
 
 
 def _raw(x: Any) -> Any:
-    return x.data if isinstance(x, Tensor) else x
+    return x._data if isinstance(x, Tensor) else x
 
 
 def _target(x: Any) -> Tensor:
@@ -44,7 +44,7 @@ def _target(x: Any) -> Tensor:
 
             with tape.enable_grad():
                 return identity(x)
-        t = Tensor(x.data, requires_grad=True)
+        t = Tensor(x._data, requires_grad=True)
         if x._tangents is not None:
             t._tangents = dict(x._tangents)
         return t
@@ -85,12 +85,12 @@ def _output(out: Any, name: str, scalar: bool) -> Tensor:
         if isinstance(out, bool) or not (isinstance(out, (int, float)) or hasattr(out, "shape")):
             raise TypeError(f"agrad.{name}: the function must return an agrad Tensor, got {type(out).__name__}")
         out = Tensor(out)  # a constant: its derivative is zero
-    xp = backend.namespace_of((out.data,), name)
-    if not xp.isdtype(out.dtype, "real floating"):
+    xp = backend.namespace_of((out._data,), name)
+    if not xp.isdtype(out._data.dtype, "real floating"):
         raise TypeError(
             f"agrad.{name}: the function's output must be real floating point to be differentiated, but it is "
-            f"{backend.describe(out.data)}" + ("; for a complex output differentiate its real and imaginary "
-                                               "parts separately" if xp.isdtype(out.dtype, "complex floating")
+            f"{backend.describe(out._data)}" + ("; for a complex output differentiate its real and imaginary "
+                                               "parts separately" if xp.isdtype(out._data.dtype, "complex floating")
                                                else "; cast it, e.g. agrad.astype(y, 'float64')")
         )
     if scalar and out.shape != ():
@@ -214,7 +214,7 @@ def jvp(f: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[A
             with tape.enable_grad():
                 x = identity(p)  # a node of its own: keeps p's tape and tangents, and may be annotated
         elif isinstance(p, Tensor):
-            x = Tensor(p.data)
+            x = Tensor(p._data)
             x._tangents = dict(p._tangents) if p._tangents is not None else None
         else:
             x = Tensor(_raw(p))
@@ -246,7 +246,7 @@ def jvp(f: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[A
     forward_mode.retire(level)
     for k, (o, t) in enumerate(zip(o_leaves, t_out)):
         if t is None:  # the output does not depend on the inputs
-            t_out[k] = Tensor(backend.namespace_of((o.data,), "jvp").zeros_like(o.data))
+            t_out[k] = Tensor(backend.namespace_of((o._data,), "jvp").zeros_like(o._data))
         else:
             t_out[k] = tape.without_dead_history(t)
     out = tree.unflatten(o_def, [tape.without_dead_history(o) for o in o_leaves])
@@ -255,19 +255,19 @@ def jvp(f: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[A
 
 def _basis(x: Tensor) -> Any:
     """The n unit vectors of x's shape, as the rows of an (n, n) identity on x's device."""
-    xp = backend.namespace_of((x.data,), "jacobian")
+    xp = backend.namespace_of((x._data,), "jacobian")
     n = x.size
     if xp.name == "cupy":
-        with x.data.device:
-            return xp.eye(n, dtype=x.dtype)
-    return xp.eye(n, dtype=x.dtype, device=x.data.device)
+        with x._data.device:
+            return xp.eye(n, dtype=x._data.dtype)
+    return xp.eye(n, dtype=x._data.dtype, device=x._data.device)
 
 
 def _zeros_beside(x: Tensor, shape: tuple) -> Tensor:
     from .ops.creation import _create
 
-    xp = backend.namespace_of((x.data,), "jacobian")
-    return Tensor(_create(xp, "zeros", shape, dtype=x.dtype, device=x.data.device))
+    xp = backend.namespace_of((x._data,), "jacobian")
+    return Tensor(_create(xp, "zeros", shape, dtype=x._data.dtype, device=x._data.device))
 
 
 def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto") -> Callable:
@@ -299,7 +299,7 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto") 
             return f(*full)
 
         with tape.no_grad():
-            o_leaves, o_def = tree.flatten(f_of(*[Tensor(x.data) for x in xs]))
+            o_leaves, o_def = tree.flatten(f_of(*[Tensor(x._data) for x in xs]))
         for o in o_leaves:
             if not isinstance(o, Tensor):
                 raise TypeError(f"agrad.jacobian: the function must return Tensors (or pytrees of them), "

@@ -132,11 +132,12 @@ def test_nested_forward_and_reverse_compositions():
     f = lambda y: agrad.sin(y) * y  # noqa: E731
     x = 0.7
     second = 2 * math.cos(x) - x * math.sin(x)
-    jj = agrad.jvp(lambda a: agrad.jvp(f, (a,), (agrad.tensor(1.0),))[1], (agrad.tensor(x),), (agrad.tensor(1.0),))[1]
+    one, x64 = agrad.tensor(1.0, dtype="float64"), agrad.tensor(x, dtype="float64")
+    jj = agrad.jvp(lambda a: agrad.jvp(f, (a,), (one,))[1], (x64,), (one,))[1]
     assert math.isclose(float(jj), second, rel_tol=1e-12)  # forward over forward
-    gj = agrad.grad(lambda a: agrad.jvp(f, (a,), (agrad.ones_like(a),))[1])(agrad.tensor(x))
+    gj = agrad.grad(lambda a: agrad.jvp(f, (a,), (agrad.ones_like(a),))[1])(agrad.tensor(x, dtype='float64'))
     assert math.isclose(float(gj), second, rel_tol=1e-12)  # reverse over forward
-    jg = agrad.jvp(agrad.grad(f), (agrad.tensor(x),), (agrad.tensor(1.0),))[1]
+    jg = agrad.jvp(agrad.grad(f), (agrad.tensor(x, dtype='float64'),), (agrad.tensor(1.0, dtype='float64'),))[1]
     assert math.isclose(float(jg), second, rel_tol=1e-12)  # forward over reverse
 
 

@@ -21,7 +21,7 @@ def test_grad_of_the_seed_function(on_backend):
 
 def test_nested_grad_gives_higher_derivatives():
     f = lambda x: agrad.sin(x) * x  # noqa: E731
-    x = 0.7
+    x = np.float64(0.7)  # (a Python float would be float32, the default dtype)
     assert abs(float(agrad.grad(agrad.grad(f))(x)) - (2 * np.cos(x) - x * np.sin(x))) < 1e-12
     assert abs(float(agrad.grad(agrad.grad(agrad.grad(f)))(x)) - (-3 * np.sin(x) - x * np.cos(x))) < 1e-12
 

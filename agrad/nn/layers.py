@@ -21,7 +21,7 @@ class Linear(Module):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, rng: Any = None,
-                 dtype: Any = "float32", device: Any = None) -> None:
+                 dtype: Any = None, device: Any = None) -> None:
         super().__init__()
         if in_features < 1 or out_features < 1:
             raise ValueError(f"Linear: sizes must be positive, got {in_features} -> {out_features}")
@@ -101,7 +101,7 @@ class MLP(Sequential):
     """
 
     def __init__(self, sizes: Sequence[int], activation: str = "tanh", output_activation: str = "identity",
-                 rng: Any = None, dtype: Any = "float32", device: Any = None) -> None:
+                 rng: Any = None, dtype: Any = None, device: Any = None) -> None:
         if len(sizes) < 2:
             raise ValueError(f"MLP: needs at least an input and an output size, got {list(sizes)}")
         for name in (activation, output_activation):

@@ -9,12 +9,20 @@ from ..tensor import Tensor
 
 
 class Parameter(Tensor):
-    """A leaf Tensor that a Module owns and optimizers update (requires_grad=True)."""
+    """A leaf Tensor that a Module owns and optimizers update (requires_grad=True).
+
+    It holds a copy of ``data``: training updates it in place, and must never change the
+    array (or Tensor) it was made from.
+    """
 
     __slots__ = ()
 
     def __init__(self, data: Any, requires_grad: bool = True) -> None:
-        super().__init__(data.data if isinstance(data, Tensor) else data, requires_grad=requires_grad)
+        raw = data._data if isinstance(data, Tensor) else data
+        if hasattr(raw, "shape") and backend.namespace_of((raw,), "Parameter") is not None:
+            xp = backend.namespace_of((raw,), "Parameter")
+            raw = xp.asarray(raw, copy=True)
+        super().__init__(raw, requires_grad=requires_grad)
 
     def __repr__(self) -> str:
         return f"Parameter({self.data!r})"
@@ -100,20 +108,23 @@ class Module:
         for name in sorted(set(own) & set(state)):
             p = own[name]
             value = state[name].data if isinstance(state[name], Tensor) else state[name]
-            p.data = _onto(value, p.data)
+            p._data = _onto(value, p._data)
+            p._version += 1
             p.grad = None
 
     def to(self, device: Any) -> "Module":
         """Move every parameter to ``device`` (in place) and return self."""
         for p in self.parameters():
-            p.data = backend.to_device(p.data, device)
+            p._data = backend.to_device(p._data, device)
+            p._version += 1
             p.grad = None
         return self
 
     def astype(self, dtype: Any) -> "Module":
         for p in self.parameters():
-            xp = backend.namespace_of((p.data,), "astype")
-            p.data = xp.astype(p.data, backend.resolve_dtype(xp, dtype))
+            xp = backend.namespace_of((p._data,), "astype")
+            p._data = xp.astype(p._data, backend.resolve_dtype(xp, dtype))
+            p._version += 1
             p.grad = None
         return self
 

@@ -19,6 +19,7 @@ from .creation import (
     empty,
     equal,
     floor,
+    from_dlpack,
     full,
     full_like,
     greater,
@@ -85,7 +86,8 @@ _tensor_module._tape = _tape_module
 __all__ = [
     "abs", "add", "all", "any", "arange", "argmax", "argmin", "asarray", "astype", "broadcast_to", "ceil",
     "clip", "concat", "cos", "divide", "empty", "equal", "exp", "expand_dims", "expm1", "floor", "full",
-    "full_like", "getitem", "greater", "greater_equal", "identity", "isfinite", "isnan", "less", "less_equal",
+    "from_dlpack", "full_like", "getitem", "greater", "greater_equal", "identity", "isfinite", "isnan", "less",
+    "less_equal",
     "linear", "log",
     "log1p", "log_softmax", "logical_and", "logical_not", "logical_or", "logsumexp", "matmul",
     "matrix_transpose", "max", "maximum", "mean", "min", "minimum", "multiply", "negative", "not_equal",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from .. import backend
+from .. import backend, dtypes
 from ..tensor import Tensor
 
 
@@ -14,11 +14,14 @@ def _raw(x: Any) -> Any:
 
 
 def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
-    """A new Tensor from a list, scalar or array.
+    """A new Tensor holding a copy of ``data`` (a list, scalar or array), as ``torch.tensor``.
 
-    Python data and NumPy arrays go to the selected backend (``agrad.set_backend``);
-    CuPy and array-api-strict arrays keep theirs. ``dtype`` accepts 'float32' or a
-    backend dtype. A (nested) list or tuple holding Tensors is stacked with
+    Python data and NumPy arrays go to the selected backend (``agrad.set_backend``) or
+    to ``device``; CuPy and array-api-strict arrays keep theirs unless ``device`` says
+    otherwise. Python floats get the default floating dtype (``agrad.get_default_dtype()``,
+    float32 unless set); arrays keep their own. ``dtype`` accepts agrad dtypes, backend
+    dtypes and names. The result never shares memory with ``data`` (see :func:`asarray`
+    for that). A (nested) list or tuple holding Tensors is stacked with
     :func:`agrad.stack`, so derivatives flow through it in both modes.
     """
     if isinstance(data, (list, tuple)) and _holds_tensor(data):
@@ -33,19 +36,71 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
 
             out = to_device(out, device)
         return out if dtype is None else _astype(out, dtype)
-    data = _raw(data)
-    if backend.is_numpy_array(data) and backend.get_backend() != "numpy":
-        arr = backend.from_numpy(data, device=device)  # host data onto the selected backend
-    elif hasattr(data, "shape") and backend.namespace_of((data,), "tensor") is not None:
-        arr = data if device is None else backend.to_device(data, device)
-    else:
+    return Tensor(_new_array(_raw(data), dtype, device, copy=True, op="tensor"), requires_grad=requires_grad)
+
+
+def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | None = None) -> Tensor:
+    """``obj`` as a Tensor, sharing memory with it where the backend allows (the array API's
+    ``asarray``): ``copy=None`` copies only when it must (another backend or device, another
+    dtype), ``copy=True`` always copies, ``copy=False`` never does (a ValueError if it would
+    have to). A Tensor comes back unchanged (with its history) when nothing is asked of it;
+    a (nested) sequence holding Tensors becomes their differentiable stack.
+    """
+    if isinstance(obj, Tensor):
+        if dtype is None and device is None and not copy:
+            return obj
+        if obj.requires_grad or obj._tangents is not None:  # keep the history: differentiable conversions
+            from .conversions import to_device
+
+            out = obj if device is None else to_device(obj, device)
+            out = out if dtype is None else _astype(out, dtype)
+            if copy is False and out._data is not obj._data:
+                raise ValueError("agrad.asarray: the dtype or device asked for needs a copy, but copy=False")
+            return out * 1 if copy and out._data is obj._data else out  # (x * 1: a recorded copy)
+    if isinstance(obj, (list, tuple)) and _holds_tensor(obj):
+        return tensor(obj, dtype=dtype, device=device)
+    return Tensor(_new_array(_raw(obj), dtype, device, copy=copy, op="asarray"))
+
+
+def from_dlpack(x: Any, /, *, device: Any = None, copy: bool | None = None) -> Tensor:
+    """A Tensor on the array behind any DLPack-capable object (sharing its memory where
+    the backend allows), on the backend of ``x`` when agrad knows it, else on the selected one."""
+    return Tensor(backend.from_dlpack(_raw(x), device=device, copy=copy))
+
+
+def _new_array(data: Any, dtype: Any, device: Any, copy: bool | None, op: str) -> Any:
+    """``data`` as a backend array on ``device`` with ``dtype``; ``copy`` as in :func:`asarray`."""
+    src = backend.namespace_of((data,), op) if hasattr(data, "shape") else None
+    if src is None:  # Python data: a new array, floats in the default floating dtype
         xp = backend.namespace_for_device(device)
         arr = _create(xp, "asarray", data, dtype=backend.resolve_dtype(xp, dtype),
                       device=backend.resolve_device(xp, device))
-    xp = backend.namespace_of((arr,), "tensor")
+        if dtype is None and xp.isdtype(arr.dtype, "real floating"):
+            default = backend.resolve_dtype(xp, dtypes.get_default_dtype())
+            if arr.dtype != default:
+                arr = xp.astype(arr, default)
+        return arr
+    copied = False
+    if src.name == "numpy" and backend.namespace_for_device(device).name != "numpy":
+        if copy is False:
+            raise ValueError(f"agrad.{op}: a NumPy array must be copied to reach the {backend.get_backend()} backend "
+                             f"or device {device!r}, but copy=False")
+        arr, copied = backend.from_numpy(data, device=device), True  # host data onto the selected backend
+    elif device is not None:
+        arr = backend.to_device(data, device)
+        copied = arr is not data
+        if copied and copy is False:
+            raise ValueError(f"agrad.{op}: moving to {device!r} copies, but copy=False")
+    else:
+        arr = data
+    xp = backend.namespace_of((arr,), op)
     if dtype is not None and arr.dtype != backend.resolve_dtype(xp, dtype):
-        arr = xp.astype(arr, backend.resolve_dtype(xp, dtype))
-    return Tensor(arr, requires_grad=requires_grad)
+        if copy is False:
+            raise ValueError(f"agrad.{op}: changing the dtype copies, but copy=False")
+        arr, copied = xp.astype(arr, backend.resolve_dtype(xp, dtype)), True
+    if copy and not copied:
+        arr = xp.asarray(arr, copy=True)
+    return arr
 
 
 def _is_array(e: Any) -> bool:
@@ -82,8 +137,8 @@ def _stack_nested(x: Any, like: Tensor) -> Tensor:
     # A constant beside the Tensors: on their backend and device; Python numbers take their dtype.
     xp = backend.namespace_of((like.data,), "asarray")
     raw = x.data if isinstance(x, Tensor) else x
-    if isinstance(raw, (bool, int, float)) and xp.isdtype(like.dtype, "real floating"):
-        return Tensor(_create(xp, "asarray", raw, dtype=like.dtype, device=like.data.device))
+    if isinstance(raw, (bool, int, float)) and xp.isdtype(like.data.dtype, "real floating"):
+        return Tensor(_create(xp, "asarray", raw, dtype=like.data.dtype, device=like.data.device))
     if hasattr(raw, "shape"):
         backend.namespace_of((like.data, raw), "asarray")  # same backend and device, or a clear error
         return Tensor(raw)
@@ -95,7 +150,7 @@ def _astype(x: Tensor, dtype: Any) -> Tensor:
 
     xp = backend.namespace_of((x.data,), "tensor")
     resolved = backend.resolve_dtype(xp, dtype)
-    return x if x.dtype == resolved else astype(x, resolved)
+    return x if x.data.dtype == resolved else astype(x, resolved)
 
 
 def _create(xp: Any, fn: str, *args: Any, device: Any = None, **kwargs: Any) -> Any:
@@ -108,9 +163,10 @@ def _create(xp: Any, fn: str, *args: Any, device: Any = None, **kwargs: Any) -> 
 
 
 def _factory(fn: str, doc: str):
-    def make(shape, dtype: Any = "float64", device: Any = None, requires_grad: bool = False,
+    def make(shape, *, dtype: Any = None, device: Any = None, requires_grad: bool = False,
              backend_name: str | None = None) -> Tensor:
         xp = backend.namespace_for_device(device, backend_name)
+        dtype = dtypes.get_default_dtype() if dtype is None else dtype
         arr = _create(xp, fn, shape, dtype=backend.resolve_dtype(xp, dtype), device=backend.resolve_device(xp, device))
         return Tensor(arr, requires_grad=requires_grad)
 
@@ -124,17 +180,22 @@ ones = _factory("ones", "A new tensor of ones on the selected backend.")
 empty = _factory("empty", "A new uninitialised tensor on the selected backend.")
 
 
-def full(shape, fill_value, dtype: Any = "float64", device: Any = None, requires_grad: bool = False) -> Tensor:
-    """A new tensor filled with ``fill_value`` on the selected backend."""
+def full(shape, fill_value, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """A new tensor filled with ``fill_value`` on the selected backend (a float fill gets
+    the default floating dtype unless ``dtype`` is given)."""
     xp = backend.namespace_for_device(device)
+    if dtype is None and isinstance(fill_value, float):
+        dtype = dtypes.get_default_dtype()
     arr = _create(xp, "full", shape, fill_value, dtype=backend.resolve_dtype(xp, dtype),
                   device=backend.resolve_device(xp, device))
     return Tensor(arr, requires_grad=requires_grad)
 
 
-def arange(start, stop=None, step=1, dtype: Any = None, device: Any = None) -> Tensor:
-    """Evenly spaced values on the selected backend."""
+def arange(start, /, stop=None, step=1, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """Evenly spaced values on the selected backend (floats in the default floating dtype)."""
     xp = backend.namespace_for_device(device)
+    if dtype is None and builtins.any(isinstance(v, float) for v in (start, stop, step)):
+        dtype = dtypes.get_default_dtype()
     return Tensor(_create(xp, "arange", start, stop, step, dtype=backend.resolve_dtype(xp, dtype),
                           device=backend.resolve_device(xp, device)))
 
@@ -159,14 +220,6 @@ def full_like(x: Any, fill_value: Any, dtype: Any = None) -> Tensor:
     x = _raw(x)
     xp = backend.namespace_of((x,), "full_like")
     return Tensor(xp.full_like(x, fill_value, dtype=backend.resolve_dtype(xp, dtype)))
-
-
-def asarray(x: Any, dtype: Any = None, device: Any = None, copy: bool | None = None) -> Tensor:
-    """Like ``tensor`` but without a gradient flag; Tensors pass through unchanged, and a
-    (nested) sequence holding Tensors becomes their differentiable stack."""
-    if isinstance(x, Tensor) and dtype is None and device is None and not copy:
-        return x
-    return tensor(x, dtype=dtype, device=device)
 
 
 # --------------------------------------------------------------------------- no gradient
