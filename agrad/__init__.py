@@ -9,13 +9,13 @@ library; array-api-strict proves that nothing outside the standard is used.
     >>> f.backward()
 """
 
-from . import data, datasets, nn, ops, optim, random
+from . import data, datasets, nn, ops, optim, random, tree
 from . import dtypes as _dtypes
 from .backend import BackendError, available_backends, get_backend, set_backend, use_backend
 from .custom import checkpoint, custom_jvp, custom_vjp
 from .dtypes import DType, get_default_dtype, set_default_dtype
 from .gradcheck import GradcheckError, check_grad
-from .io import CheckpointError, load, save
+from .io import CheckpointError, from_torch_state_dict, load, load_with_metadata, save, to_torch_state_dict
 from .ops import *  # noqa: F403 -- the differentiable namespace is the public API
 from .ops import __all__ as _ops_all
 from .random import manual_seed
@@ -34,7 +34,8 @@ __all__ = [
     "enable_grad", "get_backend", "grad", "gradients", "is_grad_enabled", "no_grad", "ops", "primitive",
     "set_backend", "use_backend", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "stop_gradient",
     "custom_vjp", "custom_jvp", "checkpoint", "data", "datasets", "nn", "optim", "random",
-    "CheckpointError", "load", "save", "manual_seed",
+    "CheckpointError", "load", "load_with_metadata", "save", "to_torch_state_dict", "from_torch_state_dict",
+    "manual_seed", "tree",
     "DType", "get_default_dtype", "set_default_dtype", "bool_", *_dtypes.ALL,
     *_ops_all,
 ]

@@ -564,14 +564,6 @@ def host_rng(seed: int | None = None) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def array_to_bytes(a: Any) -> bytes:
-    """The raw little-endian bytes of a host array (C order)."""
-    a = np.ascontiguousarray(a)
-    if a.dtype.byteorder == ">":
-        a = a.astype(a.dtype.newbyteorder("<"))
-    return a.tobytes()
-
-
 def array_from_bytes(buf: bytes, dtype: str, shape: tuple, byteorder: str = "<") -> np.ndarray:
     """A host array (a copy) from raw bytes; ``dtype`` is a NumPy name like 'float32'."""
     dt = np.dtype(dtype).newbyteorder(byteorder)

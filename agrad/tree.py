@@ -1,7 +1,9 @@
-"""Nested containers ("pytrees") of arrays: lists, tuples and dicts, as in JAX.
+"""Nested containers ("pytrees") of arrays: lists, tuples (named too) and dicts, as in JAX.
 
 Transforms flatten their arguments to a list of leaves, differentiate with respect
-to the leaves, and rebuild the same structure for the results.
+to the leaves, and rebuild the same structure for the results. The same functions
+serve JAX-style code: ``tree_map(lambda p, g: p - 0.1 * g, params, grads)``.
+``None`` is a leaf (unlike in JAX); dict leaves come in sorted key order.
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ class TreeDef:
 
     def __repr__(self) -> str:
         return f"TreeDef({self.kind}, {self.meta!r}, {self.children!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, TreeDef) and self.kind == other.kind and self.meta == other.meta
+                and self.children == other.children)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.children))
+
+    @property
+    def num_leaves(self) -> int:
+        return 1 if self.kind == "leaf" else sum(c.num_leaves for c in self.children)
 
 
 _LEAF = TreeDef("leaf")
@@ -60,6 +73,38 @@ def _unflatten(d: TreeDef, it: Any) -> Any:
     return cls(items)
 
 
-def tree_map(fn: Callable, tree: Any) -> Any:
+def tree_map(fn: Callable, tree: Any, *rest: Any) -> Any:
+    """``fn`` applied leaf by leaf: ``tree_map(f, a, b)`` calls ``f(a_leaf, b_leaf)`` for
+    trees of one structure, and returns a tree of that structure."""
     leaves, d = flatten(tree)
-    return unflatten(d, [fn(x) for x in leaves])
+    others = []
+    for k, r in enumerate(rest, start=1):
+        r_leaves, r_def = flatten(r)
+        if r_def != d:
+            raise ValueError(f"agrad.tree.tree_map: tree {k} has structure {r_def}, but the first has {d}")
+        others.append(r_leaves)
+    return unflatten(d, [fn(*xs) for xs in zip(leaves, *others)])
+
+
+def tree_leaves(tree: Any) -> list:
+    """The leaves in order."""
+    return flatten(tree)[0]
+
+
+def tree_structure(tree: Any) -> TreeDef:
+    return flatten(tree)[1]
+
+
+def tree_flatten(tree: Any) -> tuple[list, TreeDef]:
+    """``(leaves, treedef)``; ``tree_unflatten(treedef, leaves)`` rebuilds the tree."""
+    return flatten(tree)
+
+
+def tree_unflatten(treedef: TreeDef, leaves: list) -> Any:
+    leaves = list(leaves)
+    if len(leaves) != treedef.num_leaves:
+        raise ValueError(f"agrad.tree.tree_unflatten: {len(leaves)} leaves for a structure of {treedef.num_leaves}")
+    return unflatten(treedef, leaves)
+
+
+__all__ = ["TreeDef", "tree_flatten", "tree_leaves", "tree_map", "tree_structure", "tree_unflatten"]

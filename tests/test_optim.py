@@ -65,7 +65,7 @@ def test_parameters_without_gradient_are_left_alone():
     lambda ps: optim.SGD(ps, lr=-1.0),
     lambda ps: optim.SGD(ps, lr=0.1, momentum=1.5),
     lambda ps: optim.SGD(ps, lr=0.1, nesterov=True),
-    lambda ps: optim.Adam(ps, lr=0.0),
+    lambda ps: optim.Adam(ps, lr=-1e-3),
     lambda ps: optim.Adam(ps, betas=(0.9, 1.0)),
     lambda ps: optim.LBFGS(ps, history_size=0),
     lambda ps: optim.SGD([], lr=0.1),

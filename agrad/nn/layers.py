@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-from .. import ops
+from .. import backend, ops
 from .. import random as arandom
 from .module import Module, Parameter
 
@@ -70,15 +70,62 @@ class Identity(Activation):
     fn = staticmethod(lambda x: x)
 
 
+class Dropout(Module):
+    """Zero each element with probability ``p`` in training mode, scaling the rest by
+    1 / (1 - p); the identity in evaluation mode (``model.eval()``).
+
+    The mask is drawn on the host from ``rng`` (default: agrad.random's generator), as
+    the array API has no random numbers, and moved beside the input.
+    """
+
+    def __init__(self, p: float = 0.5, rng: Any = None) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must lie in [0, 1), got {p}")
+        self.p = float(p)
+        self.rng = rng
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        rng = self.rng or arandom.default_generator()
+        keep = rng.random(tuple(x.shape)) >= self.p
+        mask = backend.from_numpy(keep / (1.0 - self.p), backend=backend.namespace_of((x._data,), "Dropout").name,
+                                  device=x._data.device)
+        return x * ops.astype(ops.asarray(mask), x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 ACTIVATIONS = {"tanh": Tanh, "sigmoid": Sigmoid, "relu": ReLU, "identity": Identity}
 
 
-class Sequential(Module):
-    """Apply modules in order."""
+class Lambda(Module):
+    """A plain function as a layer without parameters (``Sequential`` wraps callables in it)."""
 
-    def __init__(self, *modules: Module) -> None:
+    def __init__(self, fn: Callable) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return getattr(self.fn, "__name__", repr(self.fn))
+
+
+class Sequential(Module):
+    """Apply modules in order. Plain callables (``agrad.tanh``, a lambda) are wrapped in
+    :class:`Lambda`; anything else is an error, never silently skipped."""
+
+    def __init__(self, *modules: Module | Callable) -> None:
         super().__init__()
         for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                if not callable(m):
+                    raise TypeError(f"Sequential: item {i} is a {type(m).__name__}, neither a Module nor a callable")
+                m = Lambda(m)
             setattr(self, str(i), m)
 
     def forward(self, x):
