@@ -11,6 +11,10 @@ from typing import Any
 from . import backend, dtypes
 from .dtypes import DType
 
+ArrayLike = Any
+"""What agrad functions take: a Tensor, a NumPy / CuPy / array-api-strict array, or a
+Python scalar (a constant)."""
+
 _AGRAD_DTYPES: dict = {}  # backend dtype class -> {backend dtype -> agrad dtype}, filled on first sight
 _ops: Any = None  # agrad.ops, bound when it is imported (it needs this module first)
 _tape: Any = None

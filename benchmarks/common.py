@@ -89,9 +89,10 @@ class Agrad:
         with agrad.use_backend(backend_name):
             self.model = agrad.nn.MLP(list(SIZES), dtype=str(weights["W1"].dtype))
             l1, l2 = self.model.linear_layers()
-            for layer, i in ((l1, 1), (l2, 2)):
-                layer.weight.data = B.from_numpy(weights[f"W{i}"].copy(), backend=backend_name)
-                layer.bias.data = B.from_numpy(weights[f"b{i}"].copy(), backend=backend_name)
+            with agrad.no_grad():  # replacing a parameter's values is an update
+                for layer, i in ((l1, 1), (l2, 2)):
+                    layer.weight.data = B.from_numpy(weights[f"W{i}"].copy(), backend=backend_name)
+                    layer.bias.data = B.from_numpy(weights[f"b{i}"].copy(), backend=backend_name)
             self.x = agrad.Tensor(B.from_numpy(x, backend=backend_name))
             self.y = agrad.Tensor(B.from_numpy(y, backend=backend_name))
         self.opt = agrad.optim.SGD(self.model.parameters(), lr=LR)

@@ -31,7 +31,9 @@ def write_all(model, test, history, out: str) -> list[str]:
             w = M[:, j].reshape(28, 28)
             lim = abs(w).max()
             ax.imshow(w, cmap="RdBu_r", vmin=-lim, vmax=lim)
-    fig.suptitle(f"weights of the {hidden} hidden tanh units (28x28 each)")
+            ax.set_title(str(j), fontsize=6, pad=1)
+    fig.suptitle(f"input weights of the {hidden} hidden tanh units, as 28x28 images\n"
+                 f"(red: positive, blue: negative; each unit scaled to its own largest weight)")
     paths.append(_save(fig, out, "hidden_weights.png", plt))
 
     fig, ax = plt.subplots(figsize=(10, 2.6))
@@ -40,14 +42,14 @@ def write_all(model, test, history, out: str) -> list[str]:
     ax.set_xlabel("hidden unit")
     ax.set_ylabel("output (digit)")
     ax.set_yticks(range(10))
-    fig.colorbar(im, ax=ax)
-    ax.set_title(f"output weights (10 x {hidden})")
+    fig.colorbar(im, ax=ax, label="weight")
+    ax.set_title(f"output weights (10 x {hidden}): how much each hidden unit votes for each digit")
     paths.append(_save(fig, out, "output_weights.png", plt))
 
     n = 6
     x = test.images[:n]
     with agrad.no_grad():
-        xt = agrad.tensor(x)
+        xt = agrad.tensor(x, device=first.weight.device)  # beside the model, whatever backend and device
         h = agrad.tanh(first(xt))
         f = second(h)
     h, f = h.numpy(), f.numpy()
@@ -58,22 +60,33 @@ def write_all(model, test, history, out: str) -> list[str]:
         axes[i, 1].imshow(h[i].reshape(rows, cols) if rows * cols == hidden else h[i][None, :], cmap="RdBu_r",
                           vmin=-1, vmax=1)
         axes[i, 1].set_title("hidden features", fontsize=8)
-        axes[i, 2].bar(range(10), f[i], color=["C3" if d == f[i].argmax() else "C0" for d in range(10)])
+        bars = axes[i, 2].bar(range(10), f[i], color=["C3" if d == f[i].argmax() else "C0" for d in range(10)])
         axes[i, 2].set_xticks(range(10))
-        axes[i, 2].set_title("scores", fontsize=8)
+        axes[i, 2].set_title("output scores f (logits)", fontsize=8)
+        axes[i, 2].set_ylabel("score", fontsize=7)
+        if i == 0:
+            predicted = bars[int(f[i].argmax())]
+            other = bars[0] if f[i].argmax() != 0 else bars[1]
+            axes[i, 2].legend([predicted, other], ["predicted digit", "other digits"], fontsize=6, loc="best")
         for ax in axes[i, :2]:
             ax.axis("off")
+    axes[-1, 2].set_xlabel("digit")
+    fig.suptitle("test images, their hidden features (tanh, -1 blue to +1 red) and output scores")
     fig.tight_layout()
     paths.append(_save(fig, out, "features_and_scores.png", plt))
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
-    a1.plot(history["step_loss"], lw=0.8)
+    a1.plot(history["step_loss"], lw=0.8, label="batch loss")
     a1.set_yscale("log")
     a1.set_xlabel("logged step (every 10 batches)")
-    a1.set_ylabel("training loss")
-    a2.plot(history["epoch"], [100 * a for a in history["eval_accuracy"]], marker="o")
+    a1.set_ylabel("training loss (log scale)")
+    a1.set_title("training loss")
+    a1.legend()
+    a2.plot(history["epoch"], [100 * a for a in history["eval_accuracy"]], marker="o", label="held-out accuracy")
     a2.set_xlabel("epoch")
     a2.set_ylabel("accuracy (%)")
+    a2.set_title("accuracy after each epoch")
+    a2.legend()
     fig.tight_layout()
     paths.append(_save(fig, out, "training_curve.png", plt))
     return paths

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -37,32 +36,71 @@ def default_data_dir() -> str:
     return agrad.data.default_data_dir()
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every option's default."""
+
+
+class UserError(Exception):
+    """A problem with the command line or the machine, reported as one line (no traceback)."""
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: AGRAD_BACKEND or numpy)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the backend's default device)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=None, help="default: 0.2 for sgd, 1e-3 for adam, 1 for lbfgs")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (None: 0.2 for sgd, 1e-3 for adam, 1 for lbfgs)")
     p.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], default="sgd")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Nesterov)")
-    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine", help="learning-rate schedule")
+    p.add_argument("--schedule", choices=["cosine", "constant", "onecycle"], default="cosine",
+                   help="learning-rate schedule, stepped per batch (agrad.optim.lr_scheduler)")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 penalty strength")
     p.add_argument("--hidden", type=int, default=72, help="hidden units (the seed uses 72)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files")
+    p.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files (None: ../shared/data/mnist "
+                   "if present, else $AGRAD_DATA_DIR or ~/.cache/agrad, downloading the files when online)")
     p.add_argument("--out", default="runs/mnist_mlp", help="folder for the checkpoint, figures and log")
     p.add_argument("--restarts", type=int, default=1, help="train from N initialisations, keep the best on validation")
     p.add_argument("--val-size", type=int, default=5000, help="validation examples held out when --restarts > 1")
-    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if args.lr is None:
         args.lr = {"sgd": 0.2, "adam": 1e-3, "lbfgs": 1.0}[args.optimizer]
-    if args.epochs < 1 or args.batch_size < 1 or args.restarts < 1:
-        p.error("--epochs, --batch-size and --restarts must be positive")
+    if args.epochs < 1 or args.batch_size < 1 or args.restarts < 1 or args.hidden < 1:
+        p.error("--epochs, --batch-size, --restarts and --hidden must be positive")
+    if args.lr <= 0:
+        p.error(f"--lr must be positive, got {args.lr}")
     return args
+
+
+def check_setup(args) -> None:
+    """Everything the command line can get wrong, checked before any training, so that a
+    mistake costs a second and one clear line, not a traceback after ten minutes."""
+    if args.backend:
+        ok, why = agrad.backend.backend_status(args.backend) if args.backend in ("numpy", "cupy", "array_api_strict") \
+            else (False, "choose numpy, cupy or array_api_strict")
+        if not ok:
+            raise UserError(f"--backend {args.backend}: {why}")
+        agrad.set_backend(args.backend)
+    if args.device:
+        try:
+            agrad.zeros(1, device=args.device)
+        except (agrad.BackendError, ValueError) as exc:
+            hint = " (for a GPU, add --backend cupy)" if "cupy" not in str(exc).lower() and \
+                str(args.device).startswith(("cuda", "gpu")) else ""
+            raise UserError(f"--device {args.device}: {exc}{hint}") from None
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        probe = os.path.join(args.out, ".write-test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as exc:
+        raise UserError(f"--out {args.out}: cannot write there ({exc.strerror or exc})") from None
 
 
 def evaluate(model, images, labels, batch_size=2000):
@@ -77,6 +115,15 @@ def evaluate(model, images, labels, batch_size=2000):
             total_loss += float(nn.logistic_loss(f, y, check_labels=False)) * x.shape[0]
             correct += int(xp.sum(xp.astype(xp.argmax(f.data, axis=1) == y, xp.int64)))
     return total_loss / n, correct / n
+
+
+def make_schedule(args, opt, steps_per_epoch):
+    total = args.epochs * steps_per_epoch
+    if args.schedule == "cosine":
+        return agrad.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    if args.schedule == "onecycle":
+        return agrad.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total)
+    return None
 
 
 def make_optimizer(args, params):
@@ -99,6 +146,7 @@ def train_one(args, train, evalset, seed, label):
     ev_y = B.from_numpy(evalset.labels, device=args.device)
     history = {"step_loss": [], "epoch": [], "eval_loss": [], "eval_accuracy": [], "epoch_seconds": []}
     steps_per_epoch = len(loader)
+    schedule = make_schedule(args, opt, steps_per_epoch) if args.optimizer != "lbfgs" else None
     step = 0
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
@@ -119,12 +167,12 @@ def train_one(args, train, evalset, seed, label):
                            dynamic_ncols=True, mininterval=0.5, file=sys.stdout)
             running = None
             for x, y in bar:
-                if args.schedule == "cosine":
-                    opt.lr = 0.5 * args.lr * (1 + math.cos(math.pi * step / (args.epochs * steps_per_epoch)))
                 loss = nn.logistic_loss(model(x), y, check_labels=False)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                if schedule is not None:
+                    schedule.step()
                 step += 1
                 if step % 10 == 0 or step == 1:
                     value = float(loss)
@@ -150,13 +198,18 @@ class Named:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.backend:
-        agrad.set_backend(args.backend)
-    data_dir = args.data_dir or default_data_dir()
-    train, test = agrad.datasets.mnist(data_dir)
+    try:
+        check_setup(args)
+        data_dir = args.data_dir or default_data_dir()
+        train, test = agrad.datasets.mnist(data_dir)
+    except (UserError, agrad.data.DatasetError) as exc:
+        sys.exit(f"{os.path.basename(sys.argv[0]) or 'mnist_mlp.py'}: error: {exc}")
+    return run(args, data_dir, train, test)
+
+
+def run(args, data_dir, train, test) -> dict:
     print(f"agrad {agrad.__version__} on {agrad.get_backend()} (device {args.device or 'default'}), "
           f"{args.dtype}; MNIST from {data_dir}: {len(train)} train, {len(test)} test", flush=True)
-    os.makedirs(args.out, exist_ok=True)
     results = {"args": vars(args), "restarts": []}
     test_set = Named(test, "test")
     if args.restarts == 1:

@@ -17,6 +17,7 @@ from .creation import (
     asarray,
     ceil,
     empty,
+    empty_like,
     equal,
     floor,
     from_dlpack,
@@ -85,7 +86,7 @@ _tensor_module._tape = _tape_module
 
 __all__ = [
     "abs", "add", "all", "any", "arange", "argmax", "argmin", "asarray", "astype", "broadcast_to", "ceil",
-    "clip", "concat", "cos", "divide", "empty", "equal", "exp", "expand_dims", "expm1", "floor", "full",
+    "clip", "concat", "cos", "divide", "empty", "empty_like", "equal", "exp", "expand_dims", "expm1", "floor", "full",
     "from_dlpack", "full_like", "getitem", "greater", "greater_equal", "identity", "isfinite", "isnan", "less",
     "less_equal",
     "linear", "log",

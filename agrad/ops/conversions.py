@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import backend
 from ..tape import primitive
+from ..tensor import ArrayLike, Tensor
 
 _astype = primitive(
     "astype", lambda xp, x, dtype: xp.astype(x, backend.resolve_dtype(xp, dtype)),
@@ -11,8 +14,14 @@ _astype = primitive(
 )
 
 
-def astype(x, dtype):
-    """Cast to ``dtype`` ('float32', a backend dtype...); the gradient is cast back."""
+def astype(x: ArrayLike, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Tensor:
+    """Cast to ``dtype`` (agrad.float32, 'float32', a backend dtype...); the gradient is
+    cast back. ``device`` moves the result too; with ``copy=False`` an unchanged ``x`` is
+    returned as it is."""
+    if device is not None:
+        x = to_device(x, device)
+    if not copy and isinstance(x, Tensor) and x.dtype == dtype:
+        return x
     return _astype(x, dtype=dtype)
 
 
@@ -22,7 +31,7 @@ _to_device = primitive(
 )
 
 
-def to_device(x, device):
+def to_device(x: ArrayLike, device: Any, /, *, stream: Any = None) -> Tensor:
     """Move ``x`` to ``device`` ('cpu', 'cuda', 'cuda:N', array-api-strict devices...).
 
     NumPy <-> CuPy moves change backend. Differentiable: the gradient moves back.
@@ -33,7 +42,7 @@ def to_device(x, device):
 _identity = primitive("identity", lambda xp, x: x, lambda xp, g, ans, x: g)
 
 
-def identity(x):
+def identity(x: ArrayLike, /) -> Tensor:
     """``x`` itself as a recorded op: a new Tensor on the tape (no copy of the data)."""
     return _identity(x)
 

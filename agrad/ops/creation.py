@@ -6,7 +6,7 @@ import builtins
 from typing import Any
 
 from .. import backend, dtypes
-from ..tensor import Tensor
+from ..tensor import ArrayLike, Tensor
 
 
 def _raw(x: Any) -> Any:
@@ -162,25 +162,34 @@ def _create(xp: Any, fn: str, *args: Any, device: Any = None, **kwargs: Any) -> 
     return getattr(xp, fn)(*args, device=device, **kwargs)
 
 
-def _factory(fn: str, doc: str):
-    def make(shape, *, dtype: Any = None, device: Any = None, requires_grad: bool = False,
-             backend_name: str | None = None) -> Tensor:
-        xp = backend.namespace_for_device(device, backend_name)
-        dtype = dtypes.get_default_dtype() if dtype is None else dtype
-        arr = _create(xp, fn, shape, dtype=backend.resolve_dtype(xp, dtype), device=backend.resolve_device(xp, device))
-        return Tensor(arr, requires_grad=requires_grad)
-
-    make.__name__ = fn
-    make.__doc__ = doc
-    return make
+def _factory(fn: str, shape: Any, dtype: Any, device: Any, requires_grad: bool, backend_name: str | None) -> Tensor:
+    xp = backend.namespace_for_device(device, backend_name)
+    dtype = dtypes.get_default_dtype() if dtype is None else dtype
+    arr = _create(xp, fn, shape, dtype=backend.resolve_dtype(xp, dtype), device=backend.resolve_device(xp, device))
+    return Tensor(arr, requires_grad=requires_grad)
 
 
-zeros = _factory("zeros", "A new tensor of zeros on the selected backend.")
-ones = _factory("ones", "A new tensor of ones on the selected backend.")
-empty = _factory("empty", "A new uninitialised tensor on the selected backend.")
+def zeros(shape: int | tuple[int, ...], *, dtype: Any = None, device: Any = None, requires_grad: bool = False,
+          backend_name: str | None = None) -> Tensor:
+    """A new tensor of zeros on the selected backend (or ``device``), in the default
+    floating dtype unless ``dtype`` is given."""
+    return _factory("zeros", shape, dtype, device, requires_grad, backend_name)
 
 
-def full(shape, fill_value, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+def ones(shape: int | tuple[int, ...], *, dtype: Any = None, device: Any = None, requires_grad: bool = False,
+         backend_name: str | None = None) -> Tensor:
+    """A new tensor of ones on the selected backend (or ``device``)."""
+    return _factory("ones", shape, dtype, device, requires_grad, backend_name)
+
+
+def empty(shape: int | tuple[int, ...], *, dtype: Any = None, device: Any = None, requires_grad: bool = False,
+          backend_name: str | None = None) -> Tensor:
+    """A new uninitialised tensor on the selected backend (or ``device``)."""
+    return _factory("empty", shape, dtype, device, requires_grad, backend_name)
+
+
+def full(shape: int | tuple[int, ...], fill_value: Any, *, dtype: Any = None, device: Any = None,
+         requires_grad: bool = False) -> Tensor:
     """A new tensor filled with ``fill_value`` on the selected backend (a float fill gets
     the default floating dtype unless ``dtype`` is given)."""
     xp = backend.namespace_for_device(device)
@@ -191,7 +200,8 @@ def full(shape, fill_value, *, dtype: Any = None, device: Any = None, requires_g
     return Tensor(arr, requires_grad=requires_grad)
 
 
-def arange(start, /, stop=None, step=1, *, dtype: Any = None, device: Any = None) -> Tensor:
+def arange(start: int | float, /, stop: int | float | None = None, step: int | float = 1, *, dtype: Any = None,
+           device: Any = None) -> Tensor:
     """Evenly spaced values on the selected backend (floats in the default floating dtype)."""
     xp = backend.namespace_for_device(device)
     if dtype is None and builtins.any(isinstance(v, float) for v in (start, stop, step)):
@@ -200,63 +210,136 @@ def arange(start, /, stop=None, step=1, *, dtype: Any = None, device: Any = None
                           device=backend.resolve_device(xp, device)))
 
 
-def _like(fn: str, doc: str):
-    def make(x: Any, dtype: Any = None) -> Tensor:
-        x = _raw(x)
-        xp = backend.namespace_of((x,), fn)
-        return Tensor(getattr(xp, fn)(x, dtype=backend.resolve_dtype(xp, dtype)))
-
-    make.__name__ = fn
-    make.__doc__ = doc
-    return make
+def zeros_like(x: ArrayLike, /, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """Zeros with the shape, dtype and device of ``x`` (or the ``dtype`` / ``device`` given)."""
+    return _like("zeros_like", x, dtype, device)
 
 
-zeros_like = _like("zeros_like", "Zeros with the shape, dtype and device of ``x``.")
-ones_like = _like("ones_like", "Ones with the shape, dtype and device of ``x``.")
+def ones_like(x: ArrayLike, /, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """Ones with the shape, dtype and device of ``x`` (or the ``dtype`` / ``device`` given)."""
+    return _like("ones_like", x, dtype, device)
 
 
-def full_like(x: Any, fill_value: Any, dtype: Any = None) -> Tensor:
+def empty_like(x: ArrayLike, /, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """An uninitialised array with the shape, dtype and device of ``x``."""
+    return _like("empty_like", x, dtype, device)
+
+
+def full_like(x: ArrayLike, /, fill_value: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
     """``fill_value`` with the shape, dtype and device of ``x``."""
+    return _like("full_like", x, dtype, device, fill_value)
+
+
+def _like(fn: str, x: Any, dtype: Any, device: Any, *fill: Any) -> Tensor:
     x = _raw(x)
-    xp = backend.namespace_of((x,), "full_like")
-    return Tensor(xp.full_like(x, fill_value, dtype=backend.resolve_dtype(xp, dtype)))
+    xp = backend.namespace_of((x,), fn)
+    out = getattr(xp, fn)(x, *fill, dtype=backend.resolve_dtype(xp, dtype))
+    return Tensor(out if device is None else backend.to_device(out, device))
 
 
 # --------------------------------------------------------------------------- no gradient
 
 
-def _nondiff(name: str, doc: str):
-    """Wrap an ``xp`` function whose result has no gradient (comparisons, sign, argmax)."""
-
-    def op(*args: Any, **kwargs: Any) -> Tensor:
-        raw = [_raw(a) for a in args]
-        xp = backend.namespace_of(raw, name) or backend.creation_namespace()
-        out = getattr(xp, name)(*raw, **kwargs)
-        if out.__class__ is not xp.array_type:
-            out = xp.asarray(out)
-        return Tensor(out)
-
-    op.__name__ = name
-    op.__doc__ = doc
-    return op
+def _no_gradient(name: str, *args: Any, **kwargs: Any) -> Tensor:
+    """Run the backend's ``name`` on raw arrays: a result without a gradient."""
+    raw = [_raw(a) for a in args]
+    xp = backend.namespace_of(raw, name) or backend.creation_namespace()
+    out = getattr(xp, name)(*raw, **kwargs)
+    if out.__class__ is not xp.array_type:
+        out = xp.asarray(out)
+    return Tensor(out)
 
 
-equal = _nondiff("equal", "x1 == x2 (no gradient).")
-not_equal = _nondiff("not_equal", "x1 != x2 (no gradient).")
-less = _nondiff("less", "x1 < x2 (no gradient).")
-less_equal = _nondiff("less_equal", "x1 <= x2 (no gradient).")
-greater = _nondiff("greater", "x1 > x2 (no gradient).")
-greater_equal = _nondiff("greater_equal", "x1 >= x2 (no gradient).")
-logical_and = _nondiff("logical_and", "Elementwise and (no gradient).")
-logical_or = _nondiff("logical_or", "Elementwise or (no gradient).")
-logical_not = _nondiff("logical_not", "Elementwise not (no gradient).")
-sign = _nondiff("sign", "Elementwise sign (its derivative is zero almost everywhere).")
-floor = _nondiff("floor", "Round down (no gradient).")
-ceil = _nondiff("ceil", "Round up (no gradient).")
-round = _nondiff("round", "Round to nearest (no gradient).")
-isfinite = _nondiff("isfinite", "Elementwise isfinite (no gradient).")
-isnan = _nondiff("isnan", "Elementwise isnan (no gradient).")
-argmax = _nondiff("argmax", "Index of the maximum along ``axis`` (no gradient).")
-argmin = _nondiff("argmin", "Index of the minimum along ``axis`` (no gradient).")
-all = _nondiff("all", "Whether all elements are true (no gradient).")
-any = _nondiff("any", "Whether any element is true (no gradient).")
+def equal(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """x1 == x2 (no gradient)."""
+    return _no_gradient("equal", x1, x2)
+
+
+def not_equal(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """x1 != x2 (no gradient)."""
+    return _no_gradient("not_equal", x1, x2)
+
+
+def less(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """x1 < x2 (no gradient)."""
+    return _no_gradient("less", x1, x2)
+
+
+def less_equal(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """x1 <= x2 (no gradient)."""
+    return _no_gradient("less_equal", x1, x2)
+
+
+def greater(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """x1 > x2 (no gradient)."""
+    return _no_gradient("greater", x1, x2)
+
+
+def greater_equal(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """x1 >= x2 (no gradient)."""
+    return _no_gradient("greater_equal", x1, x2)
+
+
+def logical_and(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """Elementwise and of booleans (no gradient)."""
+    return _no_gradient("logical_and", x1, x2)
+
+
+def logical_or(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """Elementwise or of booleans (no gradient)."""
+    return _no_gradient("logical_or", x1, x2)
+
+
+def logical_not(x: ArrayLike, /) -> Tensor:
+    """Elementwise not of booleans (no gradient)."""
+    return _no_gradient("logical_not", x)
+
+
+def sign(x: ArrayLike, /) -> Tensor:
+    """-1, 0 or 1 (its derivative is zero almost everywhere: none is recorded)."""
+    return _no_gradient("sign", x)
+
+
+def floor(x: ArrayLike, /) -> Tensor:
+    """Round down (no gradient)."""
+    return _no_gradient("floor", x)
+
+
+def ceil(x: ArrayLike, /) -> Tensor:
+    """Round up (no gradient)."""
+    return _no_gradient("ceil", x)
+
+
+def round(x: ArrayLike, /) -> Tensor:
+    """Round to the nearest integer, halves to even (no gradient)."""
+    return _no_gradient("round", x)
+
+
+def isfinite(x: ArrayLike, /) -> Tensor:
+    """Whether each element is finite (no gradient)."""
+    return _no_gradient("isfinite", x)
+
+
+def isnan(x: ArrayLike, /) -> Tensor:
+    """Whether each element is nan (no gradient)."""
+    return _no_gradient("isnan", x)
+
+
+def argmax(x: ArrayLike, /, *, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    """Index of the (first) maximum along ``axis`` (no gradient)."""
+    return _no_gradient("argmax", x, axis=axis, keepdims=keepdims)
+
+
+def argmin(x: ArrayLike, /, *, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    """Index of the (first) minimum along ``axis`` (no gradient)."""
+    return _no_gradient("argmin", x, axis=axis, keepdims=keepdims)
+
+
+def all(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+    """Whether every element (along ``axis``) is true (no gradient)."""
+    return _no_gradient("all", x, axis=axis, keepdims=keepdims)
+
+
+def any(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+    """Whether any element (along ``axis``) is true (no gradient)."""
+    return _no_gradient("any", x, axis=axis, keepdims=keepdims)

@@ -10,25 +10,26 @@ from __future__ import annotations
 import math
 
 from ..tape import primitive
+from ..tensor import ArrayLike, Tensor
 
 # --------------------------------------------------------------------------- binary
 
-add = primitive(
+_add = primitive(
     "add", lambda xp, x, y: x + y,
     lambda xp, g, ans, x, y: g,
     lambda xp, g, ans, x, y: g,
 )
-subtract = primitive(
+_subtract = primitive(
     "subtract", lambda xp, x, y: x - y,
     lambda xp, g, ans, x, y: g,
     lambda xp, g, ans, x, y: -g,
 )
-multiply = primitive(
+_multiply = primitive(
     "multiply", lambda xp, x, y: x * y,
     lambda xp, g, ans, x, y: g * y,
     lambda xp, g, ans, x, y: g * x,
 )
-divide = primitive(
+_divide = primitive(
     "divide", lambda xp, x, y: x / y,
     lambda xp, g, ans, x, y: g / y,
     lambda xp, g, ans, x, y: -g * ans / y,
@@ -58,7 +59,7 @@ def _pow_vjp_exponent(xp, g, ans, x, y):
     return g * ans * xp.log(safe)
 
 
-pow = primitive("pow", lambda xp, x, y: x ** y, _pow_vjp_base, _pow_vjp_exponent)
+_pow = primitive("pow", lambda xp, x, y: x ** y, _pow_vjp_base, _pow_vjp_exponent)
 
 
 def _select_vjp(first: bool):
@@ -78,10 +79,8 @@ def _select_vjp_min(first: bool):
     return vjp
 
 
-maximum = primitive("maximum", lambda xp, x, y: xp.maximum(x, y), _select_vjp(True), _select_vjp(False))
-maximum.__doc__ = "Elementwise maximum; where x == y each input receives half of the gradient."
-minimum = primitive("minimum", lambda xp, x, y: xp.minimum(x, y), _select_vjp_min(True), _select_vjp_min(False))
-minimum.__doc__ = "Elementwise minimum; where x == y each input receives half of the gradient."
+_maximum = primitive("maximum", lambda xp, x, y: xp.maximum(x, y), _select_vjp(True), _select_vjp(False))
+_minimum = primitive("minimum", lambda xp, x, y: xp.minimum(x, y), _select_vjp_min(True), _select_vjp_min(False))
 
 _where = primitive(
     "where", lambda xp, c, x, y: xp.where(c, x, y),
@@ -91,38 +90,35 @@ _where = primitive(
 )
 
 
-def where(condition, x1, x2):
+def where(condition: ArrayLike, x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
     """``x1`` where ``condition`` holds, else ``x2`` (the condition gets no gradient)."""
     return _where(condition, x1, x2)
 
 
 # --------------------------------------------------------------------------- unary
 
-negative = primitive("negative", lambda xp, x: -x, lambda xp, g, ans, x: -g)
-exp = primitive("exp", lambda xp, x: xp.exp(x), lambda xp, g, ans, x: g * ans)
-log = primitive("log", lambda xp, x: xp.log(x), lambda xp, g, ans, x: g / x)
-log1p = primitive("log1p", lambda xp, x: xp.log1p(x), lambda xp, g, ans, x: g / (x + 1.0))
-expm1 = primitive("expm1", lambda xp, x: xp.expm1(x), lambda xp, g, ans, x: g * (ans + 1.0))
-sqrt = primitive("sqrt", lambda xp, x: xp.sqrt(x), lambda xp, g, ans, x: g * 0.5 / ans)
-square = primitive("square", lambda xp, x: xp.square(x), lambda xp, g, ans, x: g * 2.0 * x)
-abs = primitive("abs", lambda xp, x: xp.abs(x), lambda xp, g, ans, x: g * xp.sign(x))
-abs.__doc__ = "Elementwise absolute value; the gradient at 0 is 0 (sign(0))."
-sin = primitive("sin", lambda xp, x: xp.sin(x), lambda xp, g, ans, x: g * xp.cos(x))
-cos = primitive("cos", lambda xp, x: xp.cos(x), lambda xp, g, ans, x: -g * xp.sin(x))
-tan = primitive("tan", lambda xp, x: xp.tan(x), lambda xp, g, ans, x: g * (1.0 + ans * ans))
-tanh = primitive("tanh", lambda xp, x: xp.tanh(x), lambda xp, g, ans, x: g * (1.0 - ans * ans))
+_negative = primitive("negative", lambda xp, x: -x, lambda xp, g, ans, x: -g)
+_exp = primitive("exp", lambda xp, x: xp.exp(x), lambda xp, g, ans, x: g * ans)
+_log = primitive("log", lambda xp, x: xp.log(x), lambda xp, g, ans, x: g / x)
+_log1p = primitive("log1p", lambda xp, x: xp.log1p(x), lambda xp, g, ans, x: g / (x + 1.0))
+_expm1 = primitive("expm1", lambda xp, x: xp.expm1(x), lambda xp, g, ans, x: g * (ans + 1.0))
+_sqrt = primitive("sqrt", lambda xp, x: xp.sqrt(x), lambda xp, g, ans, x: g * 0.5 / ans)
+_square = primitive("square", lambda xp, x: xp.square(x), lambda xp, g, ans, x: g * 2.0 * x)
+_abs = primitive("abs", lambda xp, x: xp.abs(x), lambda xp, g, ans, x: g * xp.sign(x))
+_sin = primitive("sin", lambda xp, x: xp.sin(x), lambda xp, g, ans, x: g * xp.cos(x))
+_cos = primitive("cos", lambda xp, x: xp.cos(x), lambda xp, g, ans, x: -g * xp.sin(x))
+_tan = primitive("tan", lambda xp, x: xp.tan(x), lambda xp, g, ans, x: g * (1.0 + ans * ans))
+_tanh = primitive("tanh", lambda xp, x: xp.tanh(x), lambda xp, g, ans, x: g * (1.0 - ans * ans))
 
 
-def _sigmoid(xp, x):
+def _sigmoid_forward(xp, x):
     # exp of a non-positive number never overflows: stable for any |x|.
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-sigmoid = primitive("sigmoid", _sigmoid, lambda xp, g, ans, x: g * ans * (1.0 - ans))
-sigmoid.__doc__ = "The logistic function 1 / (1 + exp(-x)), computed without overflow."
-relu = primitive("relu", lambda xp, x: xp.maximum(x, 0.0), lambda xp, g, ans, x: xp.where(x > 0, g, 0.0))
-relu.__doc__ = "max(x, 0); the gradient at 0 is 0."
+_sigmoid = primitive("sigmoid", _sigmoid_forward, lambda xp, g, ans, x: g * ans * (1.0 - ans))
+_relu = primitive("relu", lambda xp, x: xp.maximum(x, 0.0), lambda xp, g, ans, x: xp.where(x > 0, g, 0.0))
 
 
 def _clip_vjp(xp, g, ans, x, min=None, max=None):
@@ -137,7 +133,7 @@ def _clip_vjp(xp, g, ans, x, min=None, max=None):
 _clip = primitive("clip", lambda xp, x, min=None, max=None: xp.clip(x, min=min, max=max), _clip_vjp)
 
 
-def clip(x, min=None, max=None):
+def clip(x: ArrayLike, /, min: float | None = None, max: float | None = None) -> Tensor:
     """Clamp to [min, max] (Python scalars). The gradient is 1 inside, 0 outside."""
     if min is not None and max is not None and min > max:
         raise ValueError(f"agrad.clip: min ({min}) is greater than max ({max})")
@@ -146,6 +142,116 @@ def clip(x, min=None, max=None):
 
 # Forward mode: every op here is elementwise, so its Jacobian is diagonal and each VJP,
 # called with the tangent in place of g, is the JVP (broadcasting included).
-for _prim in (add, subtract, multiply, divide, pow, maximum, minimum, _where, negative, exp, log, log1p, expm1,
-              sqrt, square, abs, sin, cos, tan, tanh, sigmoid, relu, _clip):
+for _prim in (_add, _subtract, _multiply, _divide, _pow, _maximum, _minimum, _where, _negative, _exp, _log, _log1p,
+              _expm1, _sqrt, _square, _abs, _sin, _cos, _tan, _tanh, _sigmoid, _relu, _clip):
     _prim.defjvp_from_vjp()
+
+
+# --------------------------------------------------------------------------- the public functions
+# Real signatures (positional-only, as the array API) and docstrings; each calls its primitive.
+
+
+def add(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """x1 + x2, elementwise, with broadcasting."""
+    return _add(x1, x2)
+
+
+def subtract(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """x1 - x2, elementwise, with broadcasting."""
+    return _subtract(x1, x2)
+
+
+def multiply(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """x1 * x2, elementwise, with broadcasting."""
+    return _multiply(x1, x2)
+
+
+def divide(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """x1 / x2, elementwise, with broadcasting."""
+    return _divide(x1, x2)
+
+
+def pow(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """x1 ** x2, elementwise. The derivative in x1 at x2 == 0 is 0 (also at x1 == 0);
+    the derivative in x2 is taken as 0 where x1 <= 0 (where log x1 is undefined)."""
+    return _pow(x1, x2)
+
+
+def maximum(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """Elementwise maximum; where x1 == x2 each input receives half of the gradient."""
+    return _maximum(x1, x2)
+
+
+def minimum(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """Elementwise minimum; where x1 == x2 each input receives half of the gradient."""
+    return _minimum(x1, x2)
+
+
+def negative(x: ArrayLike, /) -> Tensor:
+    """-x, elementwise."""
+    return _negative(x)
+
+
+def exp(x: ArrayLike, /) -> Tensor:
+    """e ** x."""
+    return _exp(x)
+
+
+def log(x: ArrayLike, /) -> Tensor:
+    """The natural logarithm."""
+    return _log(x)
+
+
+def log1p(x: ArrayLike, /) -> Tensor:
+    """log(1 + x), accurate for small x."""
+    return _log1p(x)
+
+
+def expm1(x: ArrayLike, /) -> Tensor:
+    """exp(x) - 1, accurate for small x."""
+    return _expm1(x)
+
+
+def sqrt(x: ArrayLike, /) -> Tensor:
+    """The square root."""
+    return _sqrt(x)
+
+
+def square(x: ArrayLike, /) -> Tensor:
+    """x * x, elementwise."""
+    return _square(x)
+
+
+def abs(x: ArrayLike, /) -> Tensor:
+    """The absolute value; the gradient at 0 is 0 (sign(0))."""
+    return _abs(x)
+
+
+def sin(x: ArrayLike, /) -> Tensor:
+    """The sine (radians)."""
+    return _sin(x)
+
+
+def cos(x: ArrayLike, /) -> Tensor:
+    """The cosine (radians)."""
+    return _cos(x)
+
+
+def tan(x: ArrayLike, /) -> Tensor:
+    """The tangent (radians)."""
+    return _tan(x)
+
+
+def tanh(x: ArrayLike, /) -> Tensor:
+    """The hyperbolic tangent."""
+    return _tanh(x)
+
+
+def sigmoid(x: ArrayLike, /) -> Tensor:
+    """The logistic function 1 / (1 + exp(-x)), computed without overflow for any |x|."""
+    return _sigmoid(x)
+
+
+def relu(x: ArrayLike, /) -> Tensor:
+    """max(x, 0); the gradient at 0 is 0."""
+    return _relu(x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..tape import primitive
+from ..tensor import ArrayLike, Tensor
 
 
 def _matmul_vjp_x(xp, g, ans, x, y):
@@ -31,7 +32,7 @@ _matmul = primitive("matmul", lambda xp, x, y: xp.matmul(x, y), _matmul_vjp_x, _
                     jvps=[lambda xp, t, ans, x, y: xp.matmul(t, y), lambda xp, t, ans, x, y: xp.matmul(x, t)])
 
 
-def matmul(x1, x2):
+def matmul(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
     """Matrix product with the array API's rules for 1-D and batched (broadcast) operands."""
     _check_matmul(x1, x2)
     return _matmul(x1, x2)
@@ -56,7 +57,7 @@ _matrix_transpose = primitive(
 ).defjvp(linear=True)
 
 
-def matrix_transpose(x):
+def matrix_transpose(x: ArrayLike, /) -> Tensor:
     """Swap the last two axes."""
     if len(getattr(x, "shape", ())) < 2:
         raise ValueError(f"agrad.matrix_transpose: needs at least 2-D input, got shape {tuple(x.shape)}")
@@ -107,7 +108,7 @@ _tensordot = primitive(
 )
 
 
-def tensordot(x1, x2, axes=2):
+def tensordot(x1: ArrayLike, x2: ArrayLike, /, *, axes: int | tuple = 2) -> Tensor:
     """Sum products over the given axes (an int ``n``: the last n of x1 with the first n of x2)."""
     ax, ay = _tensordot_axes(axes, x1.ndim, x2.ndim)
     for a, b in zip(ax, ay):
@@ -143,7 +144,7 @@ _linear = primitive(
 )
 
 
-def linear(x, weight, bias=None):
+def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> Tensor:
     """``x @ weight + bias`` as one recorded op (one node, one temporary).
 
     ``x`` has shape (..., in), ``weight`` (in, out) and ``bias`` (out,).

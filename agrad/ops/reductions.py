@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import builtins
 import math
+from typing import Any
 
 from ..tape import primitive
+from ..tensor import ArrayLike, Tensor
 
 
 def normalize_axis(axis, ndim: int, op: str) -> tuple:
@@ -151,41 +153,49 @@ def _ndim(x) -> int:
     return len(x.shape) if hasattr(x, "shape") else 0
 
 
-def sum(x, axis=None, keepdims: bool = False):
-    """Sum over ``axis`` (None: all axes)."""
+def sum(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
+        keepdims: bool = False) -> Tensor:
+    """Sum over ``axis`` (None: all axes), in ``dtype`` if given (the input is cast first)."""
+    if dtype is not None:
+        from .conversions import astype
+
+        x = astype(x, dtype)
     return _sum(x, axis=normalize_axis(axis, _ndim(x), "sum"), keepdims=keepdims)
 
 
-def mean(x, axis=None, keepdims: bool = False):
+def mean(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
     """Arithmetic mean over ``axis``."""
     return _mean(x, axis=normalize_axis(axis, _ndim(x), "mean"), keepdims=keepdims)
 
 
-def var(x, axis=None, correction: float = 0.0, keepdims: bool = False):
-    """Variance over ``axis`` with ``correction`` degrees of freedom (0: population)."""
+def var(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, correction: float = 0.0,
+        keepdims: bool = False) -> Tensor:
+    """Variance over ``axis`` with ``correction`` degrees of freedom (0: population). With
+    no degrees of freedom left the value and gradient are nan/inf, as in NumPy."""
     return _var(x, axis=normalize_axis(axis, _ndim(x), "var"), keepdims=keepdims, correction=correction)
 
 
-def max(x, axis=None, keepdims: bool = False):
+def max(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
     """Maximum over ``axis``. Tied maxima share the gradient equally."""
     return _max(x, axis=normalize_axis(axis, _ndim(x), "max"), keepdims=keepdims)
 
 
-def min(x, axis=None, keepdims: bool = False):
+def min(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
     """Minimum over ``axis``. Tied minima share the gradient equally."""
     return _min(x, axis=normalize_axis(axis, _ndim(x), "min"), keepdims=keepdims)
 
 
-def logsumexp(x, axis=None, keepdims: bool = False):
-    """log(sum(exp(x))) over ``axis``, computed stably (finite for inputs of +-1e4)."""
+def logsumexp(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+    """log(sum(exp(x))) over ``axis``, computed stably (finite for inputs of +-1e4; -inf
+    over an empty axis)."""
     return _logsumexp_p(x, axis=normalize_axis(axis, _ndim(x), "logsumexp"), keepdims=keepdims)
 
 
-def softmax(x, axis: int = -1):
+def softmax(x: ArrayLike, /, axis: int = -1) -> Tensor:
     """exp(x) / sum(exp(x)) along ``axis``, computed stably."""
     return _softmax_p(x, axis=normalize_axis(axis, _ndim(x), "softmax"))
 
 
-def log_softmax(x, axis: int = -1):
+def log_softmax(x: ArrayLike, /, axis: int = -1) -> Tensor:
     """x - logsumexp(x) along ``axis``, computed stably."""
     return _log_softmax_p(x, axis=normalize_axis(axis, _ndim(x), "log_softmax"))

@@ -5,9 +5,11 @@ indexing's VJP is a scatter-add that sums repeated indices.
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 from .. import backend
 from ..tape import Primitive, primitive
-from ..tensor import Tensor
+from ..tensor import ArrayLike, Tensor
 from .reductions import normalize_axis
 
 _reshape = primitive(
@@ -16,8 +18,10 @@ _reshape = primitive(
 )
 
 
-def reshape(x, shape):
-    """Give ``x`` a new shape with the same number of elements (one entry may be -1)."""
+def reshape(x: ArrayLike, /, shape: int | tuple[int, ...], *, copy: bool | None = None) -> Tensor:
+    """Give ``x`` a new shape with the same number of elements (one entry may be -1).
+    The result never shares memory that an in-place update of one would change in the
+    other (``copy`` is accepted for the array API; agrad never aliases a result)."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     size = 1
     for s in x.shape:
@@ -38,7 +42,7 @@ _permute_dims = primitive(
 )
 
 
-def permute_dims(x, axes):
+def permute_dims(x: ArrayLike, /, axes: tuple[int, ...]) -> Tensor:
     """Reorder the axes of ``x`` (``axes`` is a permutation of range(x.ndim))."""
     axes = tuple(a % x.ndim for a in axes)
     if sorted(axes) != list(range(x.ndim)):
@@ -53,7 +57,7 @@ _expand_dims = primitive(
 )
 
 
-def expand_dims(x, axis: int = 0):
+def expand_dims(x: ArrayLike, /, axis: int = 0) -> Tensor:
     """Insert an axis of length 1 at ``axis``."""
     if not -x.ndim - 1 <= axis <= x.ndim:
         raise ValueError(f"agrad.expand_dims: axis {axis} is out of range for shape {tuple(x.shape)}")
@@ -66,7 +70,7 @@ _squeeze = primitive(
 )
 
 
-def squeeze(x, axis):
+def squeeze(x: ArrayLike, /, axis: int | tuple[int, ...]) -> Tensor:
     """Remove axes of length 1."""
     axes = normalize_axis(axis, x.ndim, "squeeze")
     for a in axes:
@@ -81,7 +85,7 @@ _broadcast_to = primitive(
 )
 
 
-def broadcast_to(x, shape):
+def broadcast_to(x: ArrayLike, /, shape: tuple[int, ...]) -> Tensor:
     """Broadcast ``x`` to ``shape`` (a read-only view)."""
     shape = tuple(shape)
     xs = tuple(x.shape)
@@ -103,7 +107,7 @@ def _concat_vjp(i, xp, g, ans, *arrays, axis):
 concat_p = Primitive("concat", lambda xp, *arrays, axis: xp.concat(arrays, axis=axis), vjp_variadic=_concat_vjp)
 
 
-def concat(arrays, axis: int = 0):
+def concat(arrays: Sequence[ArrayLike], /, *, axis: int | None = 0) -> Tensor:
     """Join a sequence of arrays along an existing axis."""
     arrays = tuple(arrays)
     if not arrays:
@@ -124,7 +128,7 @@ def _stack_vjp(i, xp, g, ans, *arrays, axis):
 stack_p = Primitive("stack", lambda xp, *arrays, axis: xp.stack(arrays, axis=axis), vjp_variadic=_stack_vjp)
 
 
-def stack(arrays, axis: int = 0):
+def stack(arrays: Sequence[ArrayLike], /, *, axis: int = 0) -> Tensor:
     """Join a sequence of same-shaped arrays along a new axis."""
     arrays = tuple(arrays)
     if not arrays:
@@ -148,7 +152,7 @@ _scatter_add = primitive(
 )
 
 
-def scatter_add(g, shape, key):
+def scatter_add(g: ArrayLike, shape: tuple[int, ...], key: Any) -> Tensor:
     """zeros(shape) with ``g`` added at ``key``; repeated indices are summed, not dropped."""
     return _scatter_add(g, shape=tuple(shape), key=_normalize_key(g, key, len(shape)))
 
@@ -185,7 +189,7 @@ def _normalize_key(x, key, ndim: int) -> tuple:
     return tuple(out)
 
 
-def getitem(x, key):
+def getitem(x: ArrayLike, key: Any) -> Tensor:
     """``x[key]`` with ints, slices, ``...``, ``None``, integer arrays and boolean masks.
 
     The gradient scatters back with repeated indices summed.
@@ -193,7 +197,7 @@ def getitem(x, key):
     return _getitem(x, key=_normalize_key(x, key, x.ndim))
 
 
-def take(x, indices, axis: int | None = None):
+def take(x: ArrayLike, indices: ArrayLike, /, *, axis: int | None = None) -> Tensor:
     """Elements of ``x`` at integer ``indices`` along ``axis`` (as ``xp.take``)."""
     if axis is None:
         if x.ndim != 1:
