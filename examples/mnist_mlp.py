@@ -37,7 +37,13 @@ def default_data_dir() -> str:
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module docstring as written, and every option's default."""
+    """The module docstring as written, and every option's default (options whose default
+    depends on something else say so in their help instead)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action, argparse._StoreTrueAction):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class UserError(Exception):
@@ -46,21 +52,26 @@ class UserError(Exception):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
-    p.add_argument("--backend", default=None, help="numpy, cupy or array_api_strict (default: AGRAD_BACKEND or numpy)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the backend's default device)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--backend", default=None,
+                   help="numpy, cupy or array_api_strict (default: $AGRAD_BACKEND, else numpy)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N, or array_api_strict's device1 (default: the backend's default device)")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training set")
+    p.add_argument("--batch-size", type=int, default=128, help="examples per step")
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (None: 0.2 for sgd, 1e-3 for adam, 1 for lbfgs)")
-    p.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], default="sgd")
+                   help="learning rate (default: 0.2 for sgd, 1e-3 for adam, 1 for lbfgs)")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"], default="sgd",
+                   help="SGD (Nesterov momentum), Adam, or full-batch L-BFGS")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Nesterov)")
     p.add_argument("--schedule", choices=["cosine", "constant", "onecycle"], default="cosine",
                    help="learning-rate schedule, stepped per batch (agrad.optim.lr_scheduler)")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 penalty strength")
     p.add_argument("--hidden", type=int, default=72, help="hidden units (the seed uses 72)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files (None: ../shared/data/mnist "
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batch order")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="parameters' and data's dtype")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the four MNIST IDX files (default: ../shared/data/mnist "
                    "if present, else $AGRAD_DATA_DIR or ~/.cache/agrad, downloading the files when online)")
     p.add_argument("--out", default="runs/mnist_mlp", help="folder for the checkpoint, figures and log")
     p.add_argument("--restarts", type=int, default=1, help="train from N initialisations, keep the best on validation")
