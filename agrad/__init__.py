@@ -23,7 +23,8 @@ from .tape import Primitive, enable_grad, gradients, is_grad_enabled, no_grad, p
 from .tensor import Tensor
 from .transforms import grad, hessian, hvp, jacobian, jvp, stop_gradient, value_and_grad, vjp
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
+__array_api_version__ = "2024.12"  # the version of the array API standard agrad is written against
 
 # agrad.float32, agrad.int64, agrad.bool...: equal to every backend's dtype of that name
 globals().update(_dtypes.ALL)

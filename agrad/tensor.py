@@ -27,10 +27,9 @@ def _is_floating(xp: Any, dtype: Any) -> bool:
 class Tensor:
     """A backend array that can record the operations applied to it.
 
-    Attributes:
-        data: the wrapped NumPy / CuPy / array-api-strict array.
-        grad: a Tensor holding the accumulated gradient (leaves only), or None.
-        requires_grad: whether operations on this tensor are recorded.
+    ``data`` is the wrapped NumPy / CuPy / array-api-strict array, ``grad`` a Tensor
+    holding the accumulated gradient (leaves only) or None, and ``requires_grad`` says
+    whether operations on this tensor are recorded.
     """
 
     # _data: the array (``data`` checks writes); _tangents: forward-mode tangents,
@@ -72,9 +71,12 @@ class Tensor:
 
     @property
     def data(self) -> Any:
-        """The backend array. Assigning a new one is an update of this tensor: allowed
-        under ``agrad.no_grad()`` (and for tensors nobody differentiates), refused for a
-        recorded tensor or a leaf that requires a gradient while operations are recorded."""
+        """The backend array.
+
+        Assigning a new one updates this tensor. That is allowed under
+        ``agrad.no_grad()`` (and for tensors nobody differentiates), and refused for a
+        recorded tensor or a leaf that requires a gradient while operations are recorded.
+        """
         return self._data
 
     @data.setter

@@ -58,3 +58,9 @@ def test_the_package_is_typed_and_mypy_checks_user_code(tmp_path):
         'Revealed type is "agrad.tensor.Tensor | None"' in out, out
     assert 'Incompatible types in assignment (expression has type "Tensor", variable has type "int")' in out, out
     assert out.count("error:") == 1, out
+
+
+def test_the_targeted_array_api_version_is_the_one_the_suite_runs_against():
+    strict = pytest.importorskip("array_api_strict")
+    assert agrad.__array_api_version__ == "2024.12"
+    assert strict.__array_api_version__ == agrad.__array_api_version__  # pinned by conftest for every test

@@ -53,7 +53,7 @@ class Tanh(Activation):
 
 
 class Sigmoid(Activation):
-    """1 / (1 + exp(-x)), stable for large |x|."""
+    """1 / (1 + exp(-x)), stable for large positive or negative x."""
 
     fn = staticmethod(ops.sigmoid)
 

@@ -22,7 +22,7 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
     float32 unless set); arrays keep their own. ``dtype`` accepts agrad dtypes, backend
     dtypes and names. The result never shares memory with ``data`` (see :func:`asarray`
     for that). A (nested) list or tuple holding Tensors is stacked with
-    :func:`agrad.stack`, so derivatives flow through it in both modes.
+    :func:`~agrad.ops.shapes.stack`, so derivatives flow through it in both modes.
     """
     if isinstance(data, (list, tuple)) and _holds_tensor(data):
         if requires_grad:

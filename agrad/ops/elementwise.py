@@ -248,7 +248,7 @@ def tanh(x: ArrayLike, /) -> Tensor:
 
 
 def sigmoid(x: ArrayLike, /) -> Tensor:
-    """The logistic function 1 / (1 + exp(-x)), computed without overflow for any |x|."""
+    """The logistic function 1 / (1 + exp(-x)), computed without overflow for any x."""
     return _sigmoid(x)
 
 

@@ -5,7 +5,7 @@ group's starting rate (``group["initial_lr"]``, recorded on first use) and a ste
 counter. ``step()`` advances the counter, per batch or per epoch as you choose; the
 schedule is the closed form of the counter, so a resumed run (``state_dict`` /
 ``load_state_dict``) continues exactly where it stopped. Every rate passes the
-optimizer's checks: a schedule can never set a negative rate.
+optimizer's checks: a schedule can never set a negative rate. ::
 
     opt = agrad.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
     sched = agrad.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
