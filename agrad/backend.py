@@ -523,6 +523,16 @@ def _cupy_to_cupy(x: Any, target: Any) -> Any:
     return out
 
 
+def create(xp: ArrayNamespace, fn: str, *args: Any, device: Any = None, **kwargs: Any) -> Any:
+    """``xp.fn(*args, device=device, **kwargs)``, a creation function, on ``device``."""
+    if xp.name == "cupy":
+        # array-api-compat's cupy wrapper ignores device= for creation: enter the device.
+        dev = device if device is not None else default_device(xp)
+        with dev:
+            return getattr(xp, fn)(*args, **kwargs)
+    return getattr(xp, fn)(*args, device=device, **kwargs)
+
+
 def from_dlpack(x: Any, device: Any = None, copy: bool | None = None) -> Any:
     """An array of the backend that owns ``x`` (or the selected one) from any DLPack
     capable object, sharing memory unless ``copy`` (or a move to ``device``) needs a copy."""

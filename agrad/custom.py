@@ -253,7 +253,7 @@ def checkpoint(f: Callable) -> Callable:
             if w:
                 # A node of its own per argument: partial derivatives, even when one argument
                 # is computed from another or two arguments are the same Tensor.
-                x = transforms._target(a) if recorded else Tensor(a, requires_grad=True)
+                x = transforms.target(a) if recorded else Tensor(a, requires_grad=True)
                 targets.append(x)
                 xs.append(x)
             else:  # as in the forward pass, f sees Tensors (constants here)
@@ -261,7 +261,7 @@ def checkpoint(f: Callable) -> Callable:
         with tape.enable_grad():
             out = f(*xs)
             grads = tape.gradients([out], targets, grad_outputs=[g], create_graph=recorded)
-        transforms._retire(targets)
+        transforms.retire(targets)
         it = iter(grads)
         return [_as_mode(next(it), g, a) if w else None for a, w in zip(args, wanted)]
 

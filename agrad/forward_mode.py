@@ -103,9 +103,9 @@ def _rule(prim: Any, level: int, args: tuple, params: dict, out: Tensor, dxp: An
     ts = [_tangent(a, level) for a in args]
     if all(t is None for t in ts):
         return None
-    from .tape import _constants_as_tensors
+    from .tape import constants_as_tensors
 
-    args = tuple(_constants_as_tensors(args))
+    args = tuple(constants_as_tensors(args))
     if prim.jvp_all is not None:
         total = prim.jvp_all(dxp, ts, out, args, params)
     elif prim.jvp_linear:

@@ -434,7 +434,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
             elif any(a._version != v for a, v in zip(args, versions) if isinstance(a, Tensor)):
                 _check_versions(t)
             if create_graph:
-                xp, ans, raw = dxp, t, _constants_as_tensors(args)
+                xp, ans, raw = dxp, t, constants_as_tensors(args)
             else:
                 ans = t._data
                 xp = by_type[ans.__class__]
@@ -501,7 +501,7 @@ def _check_versions(t: Tensor) -> None:
             )
 
 
-def _constants_as_tensors(args: Sequence[Any]) -> list[Any]:
+def constants_as_tensors(args: Sequence[Any]) -> list[Any]:
     """Raw array arguments as constant Tensors, so that a rule running on Tensors never
     meets ``raw_array <op> Tensor``: array-api-strict (unlike NumPy) refuses to defer to
     the Tensor's reflected operator."""
@@ -586,7 +586,7 @@ def _seed(root: Tensor, grad: Any, create_graph: bool, op: str) -> Any:
     return seed
 
 
-def _is_traced(x: Any) -> bool:
+def is_traced(x: Any) -> bool:
     """Whether someone may differentiate with respect to ``x`` (tape or forward mode)."""
     return isinstance(x, Tensor) and (x.requires_grad or (x._tangents is not None and
                                                           bool(forward_mode.active_levels((x,)))))
@@ -619,13 +619,6 @@ def gradients(outputs: Sequence[Tensor], inputs: Sequence[Tensor], grad_outputs:
     depends on values that something else traces (see :class:`Plan`) or on a recorded
     ``grad_outputs`` entry, which is how the function transforms call it.
     """
-    result, _ = _gradients(outputs, inputs, grad_outputs, retain_graph, create_graph)
-    return result
-
-
-def _gradients(outputs: Sequence[Any], inputs: Sequence[Tensor], grad_outputs: Sequence[Any] | None,
-               retain_graph: bool | None, create_graph: bool | None) -> tuple[list[Tensor], bool]:
-    """:func:`gradients`, also saying whether the backward pass was recorded."""
     if grad_outputs is None:
         grad_outputs = [None] * len(outputs)
     if len(grad_outputs) != len(outputs):
@@ -638,7 +631,7 @@ def _gradients(outputs: Sequence[Any], inputs: Sequence[Tensor], grad_outputs: S
             given.append(go)
     graph = plan(roots, inputs)
     if create_graph is None:
-        create_graph = graph.foreign or any(_is_traced(go) for go in given)
+        create_graph = graph.foreign or any(is_traced(go) for go in given)
     if retain_graph is None:
         retain_graph = create_graph
     seeds = [_seed(r, go, create_graph, "grad") for r, go in zip(roots, given)]
@@ -663,4 +656,4 @@ def _gradients(outputs: Sequence[Any], inputs: Sequence[Tensor], grad_outputs: S
             g = Tensor(g)
         handed_out.add(id(g))
         result.append(g)
-    return result, create_graph
+    return result

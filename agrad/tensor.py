@@ -210,7 +210,7 @@ class Tensor:
         # be a silent device-to-host copy, so it is refused with the explicit spelling.
         # A traced tensor is refused too: NumPy would keep its values and silently drop
         # the derivative (np.asarray([x, 2 * x]) inside a grad).
-        if self.requires_grad or (self._tangents is not None and _tape._is_traced(self)):
+        if self.requires_grad or (self._tangents is not None and _tape.is_traced(self)):
             raise TypeError(
                 "agrad: numpy cannot read a Tensor that is being differentiated: it would keep the values and "
                 "silently drop the derivative. Use agrad ops (agrad.asarray([...]) and agrad.stack are "
@@ -300,7 +300,7 @@ def _check_update(t: Tensor, what: str) -> None:
             f"under `with agrad.no_grad():` (as optimizers do), where it changes the tensor in place and keeps "
             f"requires_grad, or write `w = w - x` for a new, recorded tensor"
         )
-    if t._tangents is not None and _tape._is_traced(t):
+    if t._tangents is not None and _tape.is_traced(t):
         raise RuntimeError(f"agrad: {what} on a tensor that carries a forward-mode tangent (inside agrad.jvp)")
 
 

@@ -29,7 +29,7 @@ def _raw(x: Any) -> Any:
     return x._data if isinstance(x, Tensor) else x
 
 
-def _target(x: Any) -> Tensor:
+def target(x: Any) -> Tensor:
     """A Tensor of its own for one input position, to differentiate with respect to.
 
     It is always a new node, even when two positions hold the same object or an
@@ -51,7 +51,7 @@ def _target(x: Any) -> Tensor:
     return Tensor(x, requires_grad=True)
 
 
-def _retire(targets: Sequence[Tensor]) -> None:
+def retire(targets: Sequence[Tensor]) -> None:
     """A transform has returned: its own input leaves stop requiring a gradient, so that
     what was recorded on them no longer counts as traced (see ``tape.Plan``)."""
     for t in targets:
@@ -64,7 +64,7 @@ def _targets_of(trees: Sequence[Any]) -> tuple[list[Any], list[tuple], list[Tens
     new_trees, specs, targets = [], [], []
     for tr in trees:
         leaves, treedef = tree.flatten(tr)
-        ts = [_target(leaf) for leaf in leaves]
+        ts = [target(leaf) for leaf in leaves]
         new_trees.append(tree.unflatten(treedef, ts))
         specs.append((treedef, len(ts)))
         targets.extend(ts)
@@ -128,8 +128,8 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
             else:
                 out, aux = result, None
             out = _output(out, "grad", scalar=True)
-            grads, _ = tape._gradients([out], targets, None, None, None)
-        _retire(targets)
+            grads = tape.gradients([out], targets, create_graph=None)
+        retire(targets)
         pieces = _split(specs, [tape.without_dead_history(g) for g in grads])
         g = pieces[0] if isinstance(argnums, int) else tuple(pieces)
         value = tape.without_dead_history(out)
@@ -172,7 +172,7 @@ def vjp(f: Callable, *primals: Any, has_aux: bool = False) -> tuple:
         result, aux = result
     o_leaves, o_def = tree.flatten(result)
     o_leaves = [_output(o, "vjp", scalar=False) for o in o_leaves]
-    _retire(targets)  # the pullback still differentiates with respect to them; nothing else can
+    retire(targets)  # the pullback still differentiates with respect to them; nothing else can
 
     def pullback(cotangent: Any) -> tuple:
         c_leaves, c_def = tree.flatten(cotangent)
@@ -184,7 +184,7 @@ def vjp(f: Callable, *primals: Any, has_aux: bool = False) -> tuple:
                 raise ValueError(f"agrad.vjp: cotangent {k} has shape {tuple(getattr(c, 'shape', ()))} but the "
                                  f"output has shape {o.shape}")
         with tape.enable_grad():
-            grads, _ = tape._gradients(o_leaves, targets, c_leaves, True, None)
+            grads = tape.gradients(o_leaves, targets, c_leaves, retain_graph=True, create_graph=None)
         return tuple(_split(specs, [tape.without_dead_history(g) for g in grads]))
 
     out = tree.unflatten(o_def, [tape.without_dead_history(o) for o in o_leaves])
@@ -264,10 +264,8 @@ def _basis(x: Tensor) -> Any:
 
 
 def _zeros_beside(x: Tensor, shape: tuple) -> Tensor:
-    from .ops.creation import _create
-
     xp = backend.namespace_of((x._data,), "jacobian")
-    return Tensor(_create(xp, "zeros", shape, dtype=x._data.dtype, device=x._data.device))
+    return Tensor(backend.create(xp, "zeros", shape, dtype=x._data.dtype, device=x._data.device))
 
 
 def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto") -> Callable:

@@ -15,8 +15,8 @@ DOCS = os.path.join(ROOT, "docs", "api")
 
 
 def _build(src, out):
-    return subprocess.run([sys.executable, "-m", "sphinx.cmd.build", "-W", "--keep-going", "-n", "-q", "-E", "-b", "html",
-                           src, out], capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "sphinx.cmd.build", "-W", "--keep-going", "-n", "-q", "-E", "-b", "html", src, out]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
 def test_the_api_reference_builds_without_warnings(tmp_path):

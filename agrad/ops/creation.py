@@ -73,7 +73,7 @@ def _new_array(data: Any, dtype: Any, device: Any, copy: bool | None, op: str) -
     src = backend.namespace_of((data,), op) if hasattr(data, "shape") else None
     if src is None:  # Python data: a new array, floats in the default floating dtype
         xp = backend.namespace_for_device(device)
-        arr = _create(xp, "asarray", data, dtype=backend.resolve_dtype(xp, dtype),
+        arr = backend.create(xp, "asarray", data, dtype=backend.resolve_dtype(xp, dtype),
                       device=backend.resolve_device(xp, device))
         if dtype is None and xp.isdtype(arr.dtype, "real floating"):
             default = backend.resolve_dtype(xp, dtypes.get_default_dtype())
@@ -138,11 +138,11 @@ def _stack_nested(x: Any, like: Tensor) -> Tensor:
     xp = backend.namespace_of((like.data,), "asarray")
     raw = x.data if isinstance(x, Tensor) else x
     if isinstance(raw, (bool, int, float)) and xp.isdtype(like.data.dtype, "real floating"):
-        return Tensor(_create(xp, "asarray", raw, dtype=like.data.dtype, device=like.data.device))
+        return Tensor(backend.create(xp, "asarray", raw, dtype=like.data.dtype, device=like.data.device))
     if hasattr(raw, "shape"):
         backend.namespace_of((like.data, raw), "asarray")  # same backend and device, or a clear error
         return Tensor(raw)
-    return Tensor(_create(xp, "asarray", raw, device=like.data.device))
+    return Tensor(backend.create(xp, "asarray", raw, device=like.data.device))
 
 
 def _astype(x: Tensor, dtype: Any) -> Tensor:
@@ -153,19 +153,11 @@ def _astype(x: Tensor, dtype: Any) -> Tensor:
     return x if x.data.dtype == resolved else astype(x, resolved)
 
 
-def _create(xp: Any, fn: str, *args: Any, device: Any = None, **kwargs: Any) -> Any:
-    if xp.name == "cupy":
-        # array-api-compat's cupy wrapper ignores device= for creation: enter the device.
-        dev = device if device is not None else backend.default_device(xp)
-        with dev:
-            return getattr(xp, fn)(*args, **kwargs)
-    return getattr(xp, fn)(*args, device=device, **kwargs)
-
-
 def _factory(fn: str, shape: Any, dtype: Any, device: Any, requires_grad: bool, backend_name: str | None) -> Tensor:
     xp = backend.namespace_for_device(device, backend_name)
     dtype = dtypes.get_default_dtype() if dtype is None else dtype
-    arr = _create(xp, fn, shape, dtype=backend.resolve_dtype(xp, dtype), device=backend.resolve_device(xp, device))
+    arr = backend.create(xp, fn, shape, dtype=backend.resolve_dtype(xp, dtype),
+                         device=backend.resolve_device(xp, device))
     return Tensor(arr, requires_grad=requires_grad)
 
 
@@ -195,7 +187,7 @@ def full(shape: int | tuple[int, ...], fill_value: Any, *, dtype: Any = None, de
     xp = backend.namespace_for_device(device)
     if dtype is None and isinstance(fill_value, float):
         dtype = dtypes.get_default_dtype()
-    arr = _create(xp, "full", shape, fill_value, dtype=backend.resolve_dtype(xp, dtype),
+    arr = backend.create(xp, "full", shape, fill_value, dtype=backend.resolve_dtype(xp, dtype),
                   device=backend.resolve_device(xp, device))
     return Tensor(arr, requires_grad=requires_grad)
 
@@ -206,7 +198,7 @@ def arange(start: int | float, /, stop: int | float | None = None, step: int | f
     xp = backend.namespace_for_device(device)
     if dtype is None and builtins.any(isinstance(v, float) for v in (start, stop, step)):
         dtype = dtypes.get_default_dtype()
-    return Tensor(_create(xp, "arange", start, stop, step, dtype=backend.resolve_dtype(xp, dtype),
+    return Tensor(backend.create(xp, "arange", start, stop, step, dtype=backend.resolve_dtype(xp, dtype),
                           device=backend.resolve_device(xp, device)))
 
 
