@@ -268,9 +268,20 @@ class Tensor:
     def __le__(self, other): return _ops.less_equal(self, other)
     def __gt__(self, other): return _ops.greater(self, other)
     def __ge__(self, other): return _ops.greater_equal(self, other)
-    def __and__(self, other): return _ops.logical_and(self, other)
-    def __or__(self, other): return _ops.logical_or(self, other)
-    def __invert__(self): return _ops.logical_not(self)
+    # Bitwise, as the array API says (on booleans they are the logical operations).
+    def __and__(self, other): return _ops.bitwise_and(self, other)
+    def __rand__(self, other): return _ops.bitwise_and(other, self)
+    def __or__(self, other): return _ops.bitwise_or(self, other)
+    def __ror__(self, other): return _ops.bitwise_or(other, self)
+    def __xor__(self, other): return _ops.bitwise_xor(self, other)
+    def __rxor__(self, other): return _ops.bitwise_xor(other, self)
+    def __invert__(self): return _ops.bitwise_invert(self)
+    def __lshift__(self, other): return _ops.bitwise_left_shift(self, other)
+    def __rshift__(self, other): return _ops.bitwise_right_shift(self, other)
+    def __mod__(self, other): return _ops.remainder(self, other)
+    def __rmod__(self, other): return _ops.remainder(other, self)
+    def __floordiv__(self, other): return _ops.floor_divide(self, other)
+    def __rfloordiv__(self, other): return _ops.floor_divide(other, self)
     __hash__ = object.__hash__
 
     # A few array-style methods, for PyTorch/NumPy habits.

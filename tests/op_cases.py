@@ -57,6 +57,26 @@ def cases(rng):
     c["relu"] = [(agrad.relu, [_away_from_zero(rng, 6)], {})]
     c["clip"] = [(lambda x: agrad.clip(x, min=-0.5, max=0.5),
                   [np.array([-1.2, -0.3, 0.1, 0.45, 0.9, -0.7])], {})]
+    # inverse trigonometric and hyperbolic
+    c["asin"] = [(agrad.asin, [rng.uniform(-0.8, 0.8, size=4)], {})]
+    c["acos"] = [(agrad.acos, [rng.uniform(-0.8, 0.8, size=4)], {})]
+    c["atan"] = [(agrad.atan, [_any(rng, 4)], {})]
+    c["sinh"] = [(agrad.sinh, [_any(rng, 4)], {})]
+    c["cosh"] = [(agrad.cosh, [_any(rng, 4)], {})]
+    c["asinh"] = [(agrad.asinh, [_any(rng, 4)], {})]
+    c["acosh"] = [(agrad.acosh, [rng.uniform(1.2, 3.0, size=4)], {})]
+    c["atanh"] = [(agrad.atanh, [rng.uniform(-0.8, 0.8, size=4)], {})]
+    c["atan2"] = [(agrad.atan2, [_away_from_zero(rng, 2, 3), _away_from_zero(rng, 3)], {})]
+    c["hypot"] = [(agrad.hypot, [_away_from_zero(rng, 3), _away_from_zero(rng, 2, 3)], {})]
+    # more elementwise
+    c["log2"] = [(agrad.log2, [_pos(rng, 4)], {})]
+    c["log10"] = [(agrad.log10, [_pos(rng, 4)], {})]
+    c["logaddexp"] = [(agrad.logaddexp, [_any(rng, 3, 2), _any(rng, 2)], {})]
+    c["reciprocal"] = [(agrad.reciprocal, [_away_from_zero(rng, 4)], {})]
+    c["positive"] = [(agrad.positive, [_any(rng, 4)], {})]
+    c["copysign"] = [(agrad.copysign, [_away_from_zero(rng, 5), _away_from_zero(rng, 5)], {})]
+    c["remainder"] = [(lambda x, y: agrad.remainder(x, y),
+                       [np.array([2.3, -1.7, 5.2, 0.4]), np.array([1.1, 0.9, -2.3, 0.7])], {})]
     # reductions
     c["sum"] = [(lambda x: agrad.sum(x, axis=1), [_any(rng, 3, 4)], {}),
                 (lambda x: agrad.sum(x, axis=(0, 2), keepdims=True), [_any(rng, 2, 3, 2)], {})]

@@ -95,6 +95,26 @@ def where(condition: ArrayLike, x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
     return _where(condition, x1, x2)
 
 
+_logaddexp = primitive(
+    "logaddexp", lambda xp, x, y: xp.logaddexp(x, y),
+    lambda xp, g, ans, x, y: g * xp.exp(x - ans),
+    lambda xp, g, ans, x, y: g * xp.exp(y - ans),
+)
+
+
+def _copysign_vjp(xp, g, ans, x, y):
+    # copysign(x, y) = |x| with y's sign: the derivative in x is +-1 (sign of x times sign of y).
+    flip = xp.signbit(x) != xp.signbit(y)
+    return xp.where(flip, -g, g)
+
+
+_copysign = primitive("copysign", lambda xp, x, y: xp.copysign(x, y), _copysign_vjp, lambda xp, g, ans, x, y: g * 0.0)
+_remainder = primitive(
+    "remainder", lambda xp, x, y: xp.remainder(x, y),
+    lambda xp, g, ans, x, y: g,
+    lambda xp, g, ans, x, y: -g * xp.floor_divide(x, y),  # x - floor(x / y) * y (PyTorch, JAX)
+)
+
 # --------------------------------------------------------------------------- unary
 
 _negative = primitive("negative", lambda xp, x: -x, lambda xp, g, ans, x: -g)
@@ -102,6 +122,10 @@ _exp = primitive("exp", lambda xp, x: xp.exp(x), lambda xp, g, ans, x: g * ans)
 _log = primitive("log", lambda xp, x: xp.log(x), lambda xp, g, ans, x: g / x)
 _log1p = primitive("log1p", lambda xp, x: xp.log1p(x), lambda xp, g, ans, x: g / (x + 1.0))
 _expm1 = primitive("expm1", lambda xp, x: xp.expm1(x), lambda xp, g, ans, x: g * (ans + 1.0))
+_log2 = primitive("log2", lambda xp, x: xp.log2(x), lambda xp, g, ans, x: g / (x * math.log(2.0)))
+_log10 = primitive("log10", lambda xp, x: xp.log10(x), lambda xp, g, ans, x: g / (x * math.log(10.0)))
+_reciprocal = primitive("reciprocal", lambda xp, x: xp.reciprocal(x), lambda xp, g, ans, x: -g * ans * ans)
+_positive = primitive("positive", lambda xp, x: xp.positive(x), lambda xp, g, ans, x: g)
 _sqrt = primitive("sqrt", lambda xp, x: xp.sqrt(x), lambda xp, g, ans, x: g * 0.5 / ans)
 _square = primitive("square", lambda xp, x: xp.square(x), lambda xp, g, ans, x: g * 2.0 * x)
 _abs = primitive("abs", lambda xp, x: xp.abs(x), lambda xp, g, ans, x: g * xp.sign(x))
@@ -143,7 +167,8 @@ def clip(x: ArrayLike, /, min: float | None = None, max: float | None = None) ->
 # Forward mode: every op here is elementwise, so its Jacobian is diagonal and each VJP,
 # called with the tangent in place of g, is the JVP (broadcasting included).
 for _prim in (_add, _subtract, _multiply, _divide, _pow, _maximum, _minimum, _where, _negative, _exp, _log, _log1p,
-              _expm1, _sqrt, _square, _abs, _sin, _cos, _tan, _tanh, _sigmoid, _relu, _clip):
+              _expm1, _sqrt, _square, _abs, _sin, _cos, _tan, _tanh, _sigmoid, _relu, _clip, _logaddexp, _copysign,
+              _remainder, _log2, _log10, _reciprocal, _positive):
     _prim.defjvp_from_vjp()
 
 
@@ -255,3 +280,38 @@ def sigmoid(x: ArrayLike, /) -> Tensor:
 def relu(x: ArrayLike, /) -> Tensor:
     """max(x, 0); the gradient at 0 is 0."""
     return _relu(x)
+
+
+def log2(x: ArrayLike, /) -> Tensor:
+    """The base-2 logarithm."""
+    return _log2(x)
+
+
+def log10(x: ArrayLike, /) -> Tensor:
+    """The base-10 logarithm."""
+    return _log10(x)
+
+
+def logaddexp(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """log(exp(x1) + exp(x2)), without overflow."""
+    return _logaddexp(x1, x2)
+
+
+def reciprocal(x: ArrayLike, /) -> Tensor:
+    """1 / x."""
+    return _reciprocal(x)
+
+
+def positive(x: ArrayLike, /) -> Tensor:
+    """+x (a copy as a recorded op)."""
+    return _positive(x)
+
+
+def copysign(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """|x1| with the sign of x2; the gradient flows to x1 only (x2 only gives a sign)."""
+    return _copysign(x1, x2)
+
+
+def remainder(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """x1 - floor(x1 / x2) * x2, with the sign of x2; its derivative in x2 is -floor(x1 / x2)."""
+    return _remainder(x1, x2)
