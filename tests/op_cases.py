@@ -87,6 +87,17 @@ def cases(rng):
     c["logsumexp"] = [(lambda x: agrad.logsumexp(x, axis=-1), [_any(rng, 3, 4)], {})]
     c["softmax"] = [(lambda x: agrad.softmax(x, axis=1), [_any(rng, 3, 4)], {})]
     c["log_softmax"] = [(lambda x: agrad.log_softmax(x, axis=0), [_any(rng, 3, 4)], {})]
+    c["prod"] = [(lambda x: agrad.prod(x, axis=1), [_any(rng, 3, 4)], {}),
+                 (lambda x: agrad.prod(x, axis=(0, 2), keepdims=True), [_any(rng, 2, 3, 2)], {}),
+                 (agrad.prod, [np.array([1.3, 0.0, -0.7, 2.0])], {})]  # a zero: the gradient stays exact
+    c["cumulative_sum"] = [(lambda x: agrad.cumulative_sum(x, axis=1), [_any(rng, 3, 4)], {}),
+                           (lambda x: agrad.cumulative_sum(x, include_initial=True), [_any(rng, 5)], {})]
+    c["cumulative_prod"] = [(lambda x: agrad.cumulative_prod(x, axis=0), [_any(rng, 4, 2)], {}),
+                            (lambda x: agrad.cumulative_prod(x, include_initial=True),
+                             [np.array([0.9, 0.0, -1.3, 0.6])], {})]
+    c["flip"] = [(lambda x: agrad.flip(x, axis=1), [_any(rng, 2, 3)], {}), (agrad.flip, [_any(rng, 2, 3)], {})]
+    c["roll"] = [(lambda x: agrad.roll(x, 2, axis=1), [_any(rng, 2, 3)], {}),
+                 (lambda x: agrad.roll(x, -1), [_any(rng, 2, 3)], {})]
     # linear algebra
     c["matmul"] = [
         (lambda x, y: x @ y, [_any(rng, 3, 4), _any(rng, 4, 2)], {}),

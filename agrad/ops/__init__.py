@@ -5,6 +5,8 @@ constants) and returns a Tensor. The module doubles as the ``xp`` that VJPs run
 with under ``create_graph=True``, so it mirrors the array API names they use.
 """
 
+import math as _math
+
 from .. import tape as _tape_module
 from .. import tensor as _tensor_module
 from .conversions import astype, identity, to_device
@@ -13,15 +15,21 @@ from .creation import (
     asarray,
     empty,
     empty_like,
+    eye,
     from_dlpack,
     full,
     full_like,
+    linspace,
+    meshgrid,
     ones,
     ones_like,
     tensor,
+    tril,
+    triu,
     zeros,
     zeros_like,
 )
+from .cumulative import cumulative_prod, cumulative_sum, diff, prod, std
 from .elementwise import (
     abs,
     add,
@@ -54,7 +62,7 @@ from .elementwise import (
     tanh,
     where,
 )
-from .linalg import linear, matmul, matrix_transpose, tensordot
+from .linalg import linear, matmul, matrix_transpose, tensordot, vecdot
 from .no_gradient import (
     all,
     any,
@@ -93,33 +101,47 @@ from .no_gradient import (
 )
 from .reductions import log_softmax, logsumexp, max, mean, min, softmax, sum, var
 from .shapes import (
+    broadcast_arrays,
     broadcast_to,
     concat,
     expand_dims,
+    flip,
     getitem,
+    moveaxis,
     permute_dims,
+    repeat,
     reshape,
+    roll,
     scatter_add,
     squeeze,
     stack,
     take,
+    take_along_axis,
+    tile,
+    unstack,
 )
+from .sorting import argsort, sort
 from .trigonometric import acos, acosh, asin, asinh, atan, atan2, atanh, cosh, hypot, sinh
+
+# The standard's constants.
+e, inf, nan, pi, newaxis = _math.e, _math.inf, _math.nan, _math.pi, None
 
 _tensor_module._ops = __import__(__name__, fromlist=["_"])
 _tensor_module._tape = _tape_module
 
 __all__ = [
-    "abs", "acos", "acosh", "add", "all", "any", "arange", "argmax", "argmin", "asarray", "asin", "asinh", "astype",
-    "atan", "atan2", "atanh", "bitwise_and", "bitwise_invert", "bitwise_left_shift", "bitwise_or",
-    "bitwise_right_shift", "bitwise_xor", "broadcast_to", "ceil", "clip", "concat", "copysign", "cos", "cosh",
-    "count_nonzero", "divide", "empty", "empty_like", "equal", "exp", "expand_dims", "expm1", "floor",
-    "floor_divide", "from_dlpack", "full", "full_like", "getitem", "greater", "greater_equal", "hypot", "identity",
-    "isfinite", "isinf", "isnan", "less", "less_equal", "linear", "log", "log10", "log1p", "log2", "log_softmax",
+    "abs", "acos", "acosh", "add", "all", "any", "arange", "argmax", "argmin", "argsort", "asarray", "asin",
+    "asinh", "astype", "atan", "atan2", "atanh", "bitwise_and", "bitwise_invert", "bitwise_left_shift",
+    "bitwise_or", "bitwise_right_shift", "bitwise_xor", "broadcast_arrays", "broadcast_to", "ceil", "clip",
+    "concat", "copysign", "cos", "cosh", "count_nonzero", "cumulative_prod", "cumulative_sum", "diff", "divide",
+    "empty", "empty_like", "equal", "exp", "expand_dims", "expm1", "eye", "flip", "floor", "floor_divide",
+    "from_dlpack", "full", "full_like", "getitem", "greater", "greater_equal", "hypot", "identity", "isfinite",
+    "isinf", "isnan", "less", "less_equal", "linear", "linspace", "log", "log10", "log1p", "log2", "log_softmax",
     "logaddexp", "logical_and", "logical_not", "logical_or", "logical_xor", "logsumexp", "matmul",
-    "matrix_transpose", "max", "maximum", "mean", "min", "minimum", "multiply", "negative", "nextafter", "nonzero",
-    "not_equal", "ones", "ones_like", "permute_dims", "positive", "pow", "reciprocal", "relu", "remainder",
-    "reshape", "round", "scatter_add", "searchsorted", "sigmoid", "sign", "signbit", "sin", "sinh", "softmax",
-    "sqrt", "square", "squeeze", "stack", "subtract", "sum", "take", "tan", "tanh", "tensor", "tensordot",
-    "to_device", "trunc", "var", "where", "zeros", "zeros_like",
+    "matrix_transpose", "max", "maximum", "mean", "meshgrid", "min", "minimum", "moveaxis", "multiply", "negative",
+    "nextafter", "nonzero", "not_equal", "ones", "ones_like", "permute_dims", "positive", "pow", "prod",
+    "reciprocal", "relu", "remainder", "repeat", "reshape", "roll", "round", "scatter_add", "searchsorted",
+    "sigmoid", "sign", "signbit", "sin", "sinh", "softmax", "sort", "sqrt", "square", "squeeze", "stack", "std",
+    "subtract", "sum", "take", "take_along_axis", "tan", "tanh", "tensor", "tensordot", "tile", "to_device", "tril",
+    "triu", "trunc", "unstack", "var", "vecdot", "where", "zeros", "zeros_like",
 ]

@@ -227,3 +227,61 @@ def _like(fn: str, x: Any, dtype: Any, device: Any, *fill: Any) -> Tensor:
     xp = backend.namespace_of((x,), fn)
     out = getattr(xp, fn)(x, *fill, dtype=backend.resolve_dtype(xp, dtype))
     return Tensor(out if device is None else backend.to_device(out, device))
+
+
+def eye(n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype: Any = None, device: Any = None) -> Tensor:
+    """Ones on the k-th diagonal, zeros elsewhere (the default floating dtype)."""
+    xp = backend.namespace_for_device(device)
+    dtype = dtypes.get_default_dtype() if dtype is None else dtype
+    return Tensor(backend.create(xp, "eye", n_rows, n_cols, k=k, dtype=backend.resolve_dtype(xp, dtype),
+                                 device=backend.resolve_device(xp, device)))
+
+
+def linspace(start: float, stop: float, /, num: int, *, dtype: Any = None, device: Any = None,
+             endpoint: bool = True) -> Tensor:
+    """``num`` evenly spaced values from ``start`` to ``stop`` (the default floating dtype)."""
+    xp = backend.namespace_for_device(device)
+    dtype = dtypes.get_default_dtype() if dtype is None else dtype
+    return Tensor(backend.create(xp, "linspace", start, stop, num, dtype=backend.resolve_dtype(xp, dtype),
+                                 device=backend.resolve_device(xp, device), endpoint=endpoint))
+
+
+def meshgrid(*arrays: ArrayLike, indexing: str = "xy") -> list[Tensor]:
+    """Coordinate grids from 1-D arrays ('xy': Cartesian, 'ij': matrix indexing);
+    differentiable (each grid is its array broadcast)."""
+    from .shapes import broadcast_to, reshape
+
+    if indexing not in ("xy", "ij"):
+        raise ValueError(f"agrad.meshgrid: indexing must be 'xy' or 'ij', got {indexing!r}")
+    n = len(arrays)
+    sizes = [a.shape[0] for a in arrays]
+    if indexing == "xy" and n >= 2:
+        sizes[0], sizes[1] = sizes[1], sizes[0]
+    out = []
+    for i, a in enumerate(arrays):
+        pos = (1 - i if i < 2 else i) if indexing == "xy" and n >= 2 else i
+        shape = tuple(a.shape[0] if k == pos else 1 for k in range(n))
+        out.append(broadcast_to(reshape(a, shape), tuple(sizes)))
+    return out
+
+
+def _triangle(name: str, x: ArrayLike, k: int) -> Tensor:
+    from .elementwise import where
+
+    raw = x._data if isinstance(x, Tensor) else x
+    xp = backend.namespace_of((raw,), name)
+    rows = xp.arange(raw.shape[-2], device=raw.device)
+    cols = xp.arange(raw.shape[-1], device=raw.device)
+    diff = xp.expand_dims(cols, axis=0) - xp.expand_dims(rows, axis=1)  # column - row
+    keep = diff <= k if name == "tril" else diff >= k
+    return where(Tensor(keep), x, 0.0)
+
+
+def tril(x: ArrayLike, /, *, k: int = 0) -> Tensor:
+    """The lower triangle of the last two axes (on and below the k-th diagonal), the rest zero."""
+    return _triangle("tril", x, k)
+
+
+def triu(x: ArrayLike, /, *, k: int = 0) -> Tensor:
+    """The upper triangle of the last two axes (on and above the k-th diagonal), the rest zero."""
+    return _triangle("triu", x, k)

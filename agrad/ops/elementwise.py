@@ -308,7 +308,7 @@ def positive(x: ArrayLike, /) -> Tensor:
 
 
 def copysign(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
-    """|x1| with the sign of x2; the gradient flows to x1 only (x2 only gives a sign)."""
+    """The magnitude of x1 with the sign of x2; the gradient flows to x1 only (x2 only gives a sign)."""
     return _copysign(x1, x2)
 
 

@@ -159,3 +159,10 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> Te
     if len(bs) != 1 or bs[0] != ws[1]:
         raise ValueError(f"agrad.linear: bias has shape {tuple(bs)}, expected ({ws[1]},)")
     return _linear(x, weight, bias)
+
+
+def vecdot(x1: ArrayLike, x2: ArrayLike, /, *, axis: int = -1) -> Tensor:
+    """The dot product of vectors along ``axis`` (broadcasting the other axes), for real inputs."""
+    from .reductions import sum
+
+    return sum(x1 * x2, axis=axis)

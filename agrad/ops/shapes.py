@@ -207,8 +207,117 @@ def take(x: ArrayLike, indices: ArrayLike, /, *, axis: int | None = None) -> Ten
     return getitem(x, (slice(None),) * axis + (indices,) + (Ellipsis,))
 
 
+_flip = primitive(
+    "flip", lambda xp, x, axis: xp.flip(x, axis=axis),
+    lambda xp, g, ans, x, axis: xp.flip(g, axis=axis),
+)
+_roll = primitive(
+    "roll", lambda xp, x, shift, axis: xp.roll(x, shift, axis=axis),
+    lambda xp, g, ans, x, shift, axis: xp.roll(g, tuple(-s for s in shift) if isinstance(shift, tuple) else -shift,
+                                               axis=axis),
+)
+
+
+def flip(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None) -> Tensor:
+    """Reverse the order of elements along ``axis`` (None: every axis)."""
+    return _flip(x, axis=normalize_axis(axis, x.ndim, "flip"))
+
+
+def roll(x: ArrayLike, /, shift: int | tuple[int, ...], *, axis: int | tuple[int, ...] | None = None) -> Tensor:
+    """Shift elements along ``axis`` cyclically (None: over the flattened array)."""
+    if isinstance(shift, list):
+        shift = tuple(shift)
+    if axis is not None:
+        axis = normalize_axis(axis, x.ndim, "roll") if not isinstance(axis, int) else axis % x.ndim
+    return _roll(x, shift=shift, axis=axis)
+
+
+def moveaxis(x: ArrayLike, source: int | tuple[int, ...], destination: int | tuple[int, ...], /) -> Tensor:
+    """Move axes to new positions; the others keep their order."""
+    src = (source,) if isinstance(source, int) else tuple(source)
+    dst = (destination,) if isinstance(destination, int) else tuple(destination)
+    if len(src) != len(dst):
+        raise ValueError(f"agrad.moveaxis: {len(src)} source axes but {len(dst)} destinations")
+    nd = x.ndim
+    src, dst = tuple(a % nd for a in src), tuple(a % nd for a in dst)
+    order = [a for a in range(nd) if a not in src]
+    for d, s_ in sorted(zip(dst, src)):
+        order.insert(d, s_)
+    return permute_dims(x, tuple(order))
+
+
+def tile(x: ArrayLike, repetitions: tuple[int, ...], /) -> Tensor:
+    """``x`` repeated ``repetitions[i]`` times along axis i (leading axes added as needed)."""
+    reps = tuple(repetitions)
+    nd = max(x.ndim, len(reps))
+    reps = (1,) * (nd - len(reps)) + reps
+    shape = (1,) * (nd - x.ndim) + tuple(x.shape)
+    # Each axis of length n becomes the pair (r, n): a length-1 axis in front, broadcast to r,
+    # then the pair merged; every step is a view or a reshape, all differentiable.
+    y = reshape(x, sum(((1, n) for n in shape), ()))
+    y = broadcast_to(y, sum(((r, n) for r, n in zip(reps, shape)), ()))
+    return reshape(y, tuple(r * n for r, n in zip(reps, shape)))
+
+
+def repeat(x: ArrayLike, repeats: int | ArrayLike, /, *, axis: int | None = None) -> Tensor:
+    """Repeat each element ``repeats`` times (an int, or one count per element) along ``axis``
+    (None: over the flattened array)."""
+    if axis is None:
+        x = reshape(x, (-1,))
+        axis = 0
+    axis = normalize_axis(axis, x.ndim, "repeat")[0]
+    if isinstance(repeats, int):
+        y = expand_dims(x, axis=axis + 1)
+        shape = list(y.shape)
+        shape[axis + 1] = repeats
+        y = broadcast_to(y, tuple(shape))
+        out = list(x.shape)
+        out[axis] *= repeats
+        return reshape(y, tuple(out))
+    counts = repeats._data if isinstance(repeats, Tensor) else repeats
+    xp = backend.namespace_of((counts,), "repeat")
+    index = xp.repeat(xp.arange(x.shape[axis], device=counts.device), counts)
+    return take(x, index, axis=axis)
+
+
+def unstack(x: ArrayLike, /, *, axis: int = 0) -> tuple[Tensor, ...]:
+    """The slices of ``x`` along ``axis``, as a tuple."""
+    axis = normalize_axis(axis, x.ndim, "unstack")[0]
+    lead = (slice(None),) * axis
+    return tuple(getitem(x, lead + (i, Ellipsis)) for i in range(x.shape[axis]))
+
+
+def broadcast_arrays(*arrays: ArrayLike) -> list[Tensor]:
+    """The arrays broadcast to their common shape."""
+    shape: tuple = ()
+    for a in arrays:
+        s = tuple(a.shape)
+        n = max(len(shape), len(s))
+        a1, b1 = (1,) * (n - len(shape)) + shape, (1,) * (n - len(s)) + s
+        if any(p != q and 1 not in (p, q) for p, q in zip(a1, b1)):
+            raise ValueError(f"agrad.broadcast_arrays: shapes {shape} and {s} do not broadcast")
+        shape = tuple(max(p, q) for p, q in zip(a1, b1))
+    return [broadcast_to(a, shape) for a in arrays]
+
+
+def take_along_axis(x: ArrayLike, indices: ArrayLike, /, *, axis: int = -1) -> Tensor:
+    """Elements of ``x`` at ``indices`` along ``axis``, matched position by position on the
+    other axes; the gradient scatters back with repeated indices summed."""
+    axis = normalize_axis(axis, x.ndim, "take_along_axis")[0]
+    idx = indices._data if isinstance(indices, Tensor) else indices
+    xp = backend.namespace_of((x._data if isinstance(x, Tensor) else x, idx), "take_along_axis")
+    key = []
+    for a in range(x.ndim):
+        if a == axis:
+            key.append(idx)
+        else:
+            shape = tuple(x.shape[a] if b == a else 1 for b in range(x.ndim))
+            key.append(xp.reshape(xp.arange(x.shape[a], device=idx.device), shape))
+    return _getitem(x, key=tuple(key))
+
+
 # Forward mode: every op here is linear in its array arguments, so the output tangent
 # is the op applied to the input tangents.
 for _prim in (_reshape, _permute_dims, _expand_dims, _squeeze, _broadcast_to, concat_p, stack_p, _getitem,
-              _scatter_add):
+              _scatter_add, _flip, _roll):
     _prim.defjvp(linear=True)

@@ -70,7 +70,7 @@ def acosh(x: ArrayLike, /) -> Tensor:
 
 
 def atanh(x: ArrayLike, /) -> Tensor:
-    """The inverse hyperbolic tangent (|x| < 1)."""
+    """The inverse hyperbolic tangent (for -1 < x < 1)."""
     return _atanh(x)
 
 

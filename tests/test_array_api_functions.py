@@ -1,0 +1,84 @@
+"""Functions of the standard that agrad builds from its primitives (tile, repeat, sort,
+std, diff, vecdot, tril, meshgrid...): values against NumPy, gradients against finite
+differences (first and second order), on every backend. The primitives themselves are
+checked by tests/test_ops_gradcheck.py, which finds them in the registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import agrad
+
+RNG = np.random.default_rng(7)
+A = RNG.standard_normal((3, 4))
+V = RNG.standard_normal(5)
+
+CASES = {
+    "tile": (lambda x: agrad.tile(x, (2, 1, 3)), lambda x: np.tile(x, (2, 1, 3)), [A]),
+    "repeat_int": (lambda x: agrad.repeat(x, 2, axis=0), lambda x: np.repeat(x, 2, axis=0), [A]),
+    "repeat_counts": (lambda x: agrad.repeat(x, agrad.asarray(np.array([1, 0, 2, 1, 3]), device=x.device)),
+                      lambda x: np.repeat(x, [1, 0, 2, 1, 3]), [V]),
+    "moveaxis": (lambda x: agrad.moveaxis(agrad.reshape(x, (3, 2, 2)), 0, -1),
+                 lambda x: np.moveaxis(x.reshape(3, 2, 2), 0, -1), [A]),
+    "unstack": (lambda x: agrad.unstack(x, axis=1)[2], lambda x: x[:, 2], [A]),
+    "broadcast_arrays": (lambda x: agrad.broadcast_arrays(x, agrad.ones((2, 1, 1), dtype="float64",
+                                                                        device=x.device))[0],
+                         lambda x: np.broadcast_arrays(x, np.ones((2, 1, 1)))[0], [A]),
+    "take_along_axis": (lambda x: agrad.take_along_axis(x, agrad.asarray(np.array([[0, 3, 3], [1, 1, 0], [2, 0, 1]]),
+                                                                          device=x.device), axis=1),
+                        lambda x: np.take_along_axis(x, np.array([[0, 3, 3], [1, 1, 0], [2, 0, 1]]), axis=1), [A]),
+    "sort": (lambda x: agrad.sort(x, axis=1), lambda x: np.sort(x, axis=1), [A]),
+    "sort_descending": (lambda x: agrad.sort(x, descending=True), lambda x: -np.sort(-x), [V]),
+    "std": (lambda x: agrad.std(x, axis=0, correction=1), lambda x: np.std(x, axis=0, ddof=1), [A]),
+    "diff": (lambda x: agrad.diff(x, axis=1, n=2), lambda x: np.diff(x, axis=1, n=2), [A]),
+    "diff_prepend": (lambda x: agrad.diff(x, prepend=agrad.zeros(1, dtype="float64", device=x.device)),
+                     lambda x: np.diff(x, prepend=0.0), [V]),
+    "vecdot": (lambda x, y: agrad.vecdot(x, y), lambda x, y: np.sum(x * y, axis=-1), [A, A[0]]),
+    "tril": (lambda x: agrad.tril(x, k=1), lambda x: np.tril(x, k=1), [A]),
+    "triu": (lambda x: agrad.triu(x, k=-1), lambda x: np.triu(x, k=-1), [A]),
+    "meshgrid_xy": (lambda x, y: agrad.meshgrid(x, y)[0] * agrad.meshgrid(x, y)[1],
+                    lambda x, y: np.meshgrid(x, y)[0] * np.meshgrid(x, y)[1], [V[:3], V[3:]]),
+    "meshgrid_ij": (lambda x, y: agrad.meshgrid(x, y, indexing="ij")[1],
+                    lambda x, y: np.meshgrid(x, y, indexing="ij")[1], [V[:3], V[3:]]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_values_match_numpy_and_gradients_match_finite_differences(name, on_backend):
+    f, ref, host = CASES[name]
+    xs = [on_backend(h) for h in host]
+    np.testing.assert_allclose(f(*xs).numpy(), ref(*host), rtol=1e-12, atol=1e-12)
+    agrad.check_grad(f, *xs)
+    agrad.check_grad(f, *xs, order=2)
+
+
+def test_creation_functions_and_constants(on_backend):
+    assert agrad.eye(3, 4, k=1).numpy().tolist() == np.eye(3, 4, k=1).tolist()
+    np.testing.assert_allclose(agrad.linspace(0.0, 1.0, 5).numpy(), np.linspace(0, 1, 5), rtol=1e-6)
+    assert agrad.linspace(0.0, 1.0, 4, endpoint=False).numpy().tolist() == [0.0, 0.25, 0.5, 0.75]
+    assert agrad.pi == np.pi and agrad.e == np.e and agrad.inf == np.inf and np.isnan(agrad.nan)
+    assert agrad.newaxis is None
+
+
+def test_no_gradient_functions_follow_the_standard(on_backend):
+    i = on_backend(np.array([6, 5, 12]), dtype=None)
+    assert (i & 3).numpy().tolist() == [2, 1, 0]
+    assert (i | 1).numpy().tolist() == [7, 5, 13]
+    assert (i ^ 3).numpy().tolist() == [5, 6, 15]
+    assert (~on_backend(np.array([True, False]), dtype=None)).numpy().tolist() == [False, True]
+    assert (i // 4).numpy().tolist() == [1, 1, 3]
+    x = on_backend(np.array([1.5, -0.0, np.inf]))
+    assert agrad.signbit(x).numpy().tolist() == [False, True, False]
+    assert agrad.isinf(x).numpy().tolist() == [False, False, True]
+    assert agrad.count_nonzero(x).numpy() == 2
+    assert [t.numpy().tolist() for t in agrad.nonzero(x)] == [[0, 2]]
+    s = on_backend(np.array([1.0, 2.0, 4.0]))
+    assert agrad.searchsorted(s, on_backend(np.array([0.5, 2.0, 5.0]))).numpy().tolist() == [0, 1, 3]
+    assert agrad.argsort(on_backend(np.array([3.0, 1.0, 2.0]))).numpy().tolist() == [1, 2, 0]
+
+
+def test_sort_sends_each_gradient_back_to_its_element():
+    x = np.array([3.0, 1.0, 2.0])
+    g = agrad.grad(lambda v: agrad.sum(agrad.sort(v) * agrad.asarray(np.array([1.0, 10.0, 100.0]))))(x)
+    assert g.numpy().tolist() == [100.0, 1.0, 10.0]
