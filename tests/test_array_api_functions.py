@@ -82,3 +82,38 @@ def test_sort_sends_each_gradient_back_to_its_element():
     x = np.array([3.0, 1.0, 2.0])
     g = agrad.grad(lambda v: agrad.sum(agrad.sort(v) * agrad.asarray(np.array([1.0, 10.0, 100.0]))))(x)
     assert g.numpy().tolist() == [100.0, 1.0, 10.0]
+
+
+def test_data_type_functions():
+    assert agrad.isdtype(agrad.float32, "real floating") and agrad.isdtype("int8", ("bool", "integral"))
+    assert not agrad.isdtype(agrad.float64, "integral") and agrad.isdtype(agrad.uint8, "numeric")
+    assert agrad.result_type(agrad.float32, agrad.float64) == agrad.float64
+    assert agrad.result_type(agrad.tensor([1.0]), 2.0) == agrad.float32  # Python scalars are weak
+    assert agrad.result_type(agrad.int8, agrad.int16) == agrad.int16
+    assert agrad.can_cast(agrad.int32, agrad.float64) and not agrad.can_cast(agrad.float64, agrad.float32)
+    f = agrad.finfo(agrad.float32)
+    assert f.eps == np.finfo(np.float32).eps and f.bits == 32 and f.dtype == agrad.float32
+    assert agrad.iinfo(agrad.tensor(np.array([1], np.int16))).max == 32767
+    assert agrad.broadcast_shapes((2, 1), (3,), ()) == (2, 3)
+    with pytest.raises(ValueError, match="broadcast"):
+        agrad.broadcast_shapes((2,), (3,))
+
+
+def test_real_imag_conj_for_real_input_and_complex_is_a_clear_error(on_backend):
+    x = on_backend(np.array([1.5, -2.0]))
+    np.testing.assert_array_equal(agrad.real(x).numpy(), [1.5, -2.0])
+    np.testing.assert_array_equal(agrad.imag(x).numpy(), [0.0, 0.0])
+    np.testing.assert_array_equal(agrad.grad(lambda v: agrad.sum(agrad.conj(v) * v))(x).numpy(), [3.0, -4.0])
+    with pytest.raises(TypeError, match="complex numbers are not supported"):
+        agrad.real(np.array([1 + 2j]))
+
+
+def test_set_functions(on_backend):
+    x = on_backend(np.array([3.0, 1.0, 3.0, 2.0]))
+    assert agrad.unique_values(x).numpy().tolist() == [1.0, 2.0, 3.0]
+    r = agrad.unique_all(x)
+    assert r.counts.numpy().tolist() == [1, 1, 2] and r.inverse_indices.numpy().tolist() == [2, 0, 2, 1]
+    assert agrad.unique_counts(x).values.numpy().tolist() == [1.0, 2.0, 3.0]
+    assert agrad.unique_inverse(x).inverse_indices.numpy().tolist() == [2, 0, 2, 1]
+    with pytest.raises(TypeError, match="no derivative"):
+        agrad.grad(lambda v: agrad.sum(agrad.unique_values(v)))(x)

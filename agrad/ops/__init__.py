@@ -30,6 +30,7 @@ from .creation import (
     zeros_like,
 )
 from .cumulative import cumulative_prod, cumulative_sum, diff, prod, std
+from .data_types import broadcast_shapes, can_cast, conj, finfo, iinfo, imag, isdtype, real, result_type
 from .elementwise import (
     abs,
     add,
@@ -100,6 +101,7 @@ from .no_gradient import (
     trunc,
 )
 from .reductions import log_softmax, logsumexp, max, mean, min, softmax, sum, var
+from .sets import unique_all, unique_counts, unique_inverse, unique_values
 from .shapes import (
     broadcast_arrays,
     broadcast_to,
@@ -132,16 +134,18 @@ _tensor_module._tape = _tape_module
 __all__ = [
     "abs", "acos", "acosh", "add", "all", "any", "arange", "argmax", "argmin", "argsort", "asarray", "asin",
     "asinh", "astype", "atan", "atan2", "atanh", "bitwise_and", "bitwise_invert", "bitwise_left_shift",
-    "bitwise_or", "bitwise_right_shift", "bitwise_xor", "broadcast_arrays", "broadcast_to", "ceil", "clip",
-    "concat", "copysign", "cos", "cosh", "count_nonzero", "cumulative_prod", "cumulative_sum", "diff", "divide",
-    "empty", "empty_like", "equal", "exp", "expand_dims", "expm1", "eye", "flip", "floor", "floor_divide",
-    "from_dlpack", "full", "full_like", "getitem", "greater", "greater_equal", "hypot", "identity", "isfinite",
-    "isinf", "isnan", "less", "less_equal", "linear", "linspace", "log", "log10", "log1p", "log2", "log_softmax",
-    "logaddexp", "logical_and", "logical_not", "logical_or", "logical_xor", "logsumexp", "matmul",
-    "matrix_transpose", "max", "maximum", "mean", "meshgrid", "min", "minimum", "moveaxis", "multiply", "negative",
-    "nextafter", "nonzero", "not_equal", "ones", "ones_like", "permute_dims", "positive", "pow", "prod",
-    "reciprocal", "relu", "remainder", "repeat", "reshape", "roll", "round", "scatter_add", "searchsorted",
-    "sigmoid", "sign", "signbit", "sin", "sinh", "softmax", "sort", "sqrt", "square", "squeeze", "stack", "std",
-    "subtract", "sum", "take", "take_along_axis", "tan", "tanh", "tensor", "tensordot", "tile", "to_device", "tril",
-    "triu", "trunc", "unstack", "var", "vecdot", "where", "zeros", "zeros_like",
+    "bitwise_or", "bitwise_right_shift", "bitwise_xor", "broadcast_arrays", "broadcast_shapes", "broadcast_to",
+    "can_cast", "ceil", "clip", "concat", "conj", "copysign", "cos", "cosh", "count_nonzero", "cumulative_prod",
+    "cumulative_sum", "diff", "divide", "empty", "empty_like", "equal", "exp", "expand_dims", "expm1", "eye",
+    "finfo", "flip", "floor", "floor_divide", "from_dlpack", "full", "full_like", "getitem", "greater",
+    "greater_equal", "hypot", "identity", "iinfo", "imag", "isdtype", "isfinite", "isinf", "isnan", "less",
+    "less_equal", "linear", "linspace", "log", "log10", "log1p", "log2", "log_softmax", "logaddexp", "logical_and",
+    "logical_not", "logical_or", "logical_xor", "logsumexp", "matmul", "matrix_transpose", "max", "maximum", "mean",
+    "meshgrid", "min", "minimum", "moveaxis", "multiply", "negative", "nextafter", "nonzero", "not_equal", "ones",
+    "ones_like", "permute_dims", "positive", "pow", "prod", "real", "reciprocal", "relu", "remainder", "repeat",
+    "reshape", "result_type", "roll", "round", "scatter_add", "searchsorted", "sigmoid", "sign", "signbit", "sin",
+    "sinh", "softmax", "sort", "sqrt", "square", "squeeze", "stack", "std", "subtract", "sum", "take",
+    "take_along_axis", "tan", "tanh", "tensor", "tensordot", "tile", "to_device", "tril", "triu", "trunc",
+    "unique_all", "unique_counts", "unique_inverse", "unique_values", "unstack", "var", "vecdot", "where", "zeros",
+    "zeros_like",
 ]
