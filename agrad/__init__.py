@@ -18,7 +18,7 @@ from .gradcheck import GradcheckError, check_grad
 from .io import CheckpointError, from_torch_state_dict, load, load_with_metadata, save, to_torch_state_dict
 from .ops import *  # noqa: F403 -- the differentiable namespace is the public API
 from .ops import __all__ as _ops_all
-from .ops import e, inf, nan, newaxis, pi
+from .ops import e, inf, linalg, nan, newaxis, pi
 from .random import manual_seed
 from .tape import Primitive, enable_grad, gradients, is_grad_enabled, no_grad, primitive
 from .tensor import Tensor
@@ -37,7 +37,7 @@ __all__ = [
     "set_backend", "use_backend", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "stop_gradient",
     "custom_vjp", "custom_jvp", "checkpoint", "data", "datasets", "nn", "optim", "random",
     "CheckpointError", "load", "load_with_metadata", "save", "to_torch_state_dict", "from_torch_state_dict",
-    "manual_seed", "tree", "e", "inf", "nan", "newaxis", "pi",
+    "manual_seed", "tree", "e", "inf", "nan", "newaxis", "pi", "linalg",
     "DType", "get_default_dtype", "set_default_dtype", "bool_", *_dtypes.ALL,
     *_ops_all,
 ]

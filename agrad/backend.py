@@ -60,6 +60,9 @@ class ArrayNamespace(types.SimpleNamespace):
 
 def _build_namespace(name: str, module: Any, array_type: type, multi_device: bool) -> ArrayNamespace:
     attrs = {k: getattr(module, k) for k in dir(module) if not k.startswith("_")}
+    for extension in ("linalg", "fft"):  # (array-api-strict serves its extensions lazily)
+        if extension not in attrs and getattr(module, extension, None) is not None:
+            attrs[extension] = getattr(module, extension)
     ns = ArrayNamespace(**attrs)
     ns.name = name
     ns.array_type = array_type

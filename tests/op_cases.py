@@ -25,6 +25,17 @@ def _away_from_zero(rng, *shape):
     return x * rng.choice([-1.0, 1.0], size=shape)
 
 
+def _well_conditioned(rng, n, batch=()):
+    return rng.standard_normal(batch + (n, n)) + 3.0 * np.eye(n)
+
+
+def _spd(rng, n, batch=()):
+    """Symmetric positive definite, with well separated eigenvalues."""
+    q, _ = np.linalg.qr(rng.standard_normal(batch + (n, n)))
+    w = np.arange(1, n + 1, dtype=float) * 1.5
+    return q @ (w[:, None] * np.swapaxes(q, -1, -2))
+
+
 def cases(rng):
     c = {}
     # elementwise, with broadcasting in the binary ops
@@ -98,6 +109,25 @@ def cases(rng):
     c["flip"] = [(lambda x: agrad.flip(x, axis=1), [_any(rng, 2, 3)], {}), (agrad.flip, [_any(rng, 2, 3)], {})]
     c["roll"] = [(lambda x: agrad.roll(x, 2, axis=1), [_any(rng, 2, 3)], {}),
                  (lambda x: agrad.roll(x, -1), [_any(rng, 2, 3)], {})]
+    # the linalg extension, with inputs in each function's domain
+    c["inv"] = [(agrad.linalg.inv, [_well_conditioned(rng, 3)], {}),
+                (agrad.linalg.inv, [_well_conditioned(rng, 2, batch=(2,))], {})]
+    c["solve"] = [(agrad.linalg.solve, [_well_conditioned(rng, 3), _any(rng, 3, 2)], {}),
+                  (agrad.linalg.solve, [_well_conditioned(rng, 3), _any(rng, 3)], {})]
+    c["det"] = [(agrad.linalg.det, [_well_conditioned(rng, 3, batch=(2,))], {})]
+    c["logabsdet"] = [(lambda a: agrad.linalg.slogdet(a).logabsdet, [_well_conditioned(rng, 3)], {})]
+    c["cholesky"] = [(agrad.linalg.cholesky, [_spd(rng, 3)], {}),
+                     (lambda a: agrad.linalg.cholesky(a, upper=True), [_spd(rng, 3, batch=(2,))], {})]
+    c["eigvalsh"] = [(agrad.linalg.eigvalsh, [_spd(rng, 3)], {})]
+    # eigenvectors and singular vectors are defined up to sign: check sign-free functions of them
+    c["eigh_vectors"] = [(lambda a: agrad.linalg.eigh(a).eigenvectors ** 2, [_spd(rng, 3)], {})]
+    c["svdvals"] = [(agrad.linalg.svdvals, [_any(rng, 4, 3)], {}), (agrad.linalg.svdvals, [_any(rng, 2, 3)], {})]
+    c["svd_u"] = [(lambda a: agrad.linalg.svd(a, full_matrices=False).U ** 2, [_any(rng, 4, 3)], {})]
+    c["svd_vh"] = [(lambda a: agrad.linalg.svd(a, full_matrices=False).Vh ** 2, [_any(rng, 3, 4)], {})]
+    c["qr_q"] = [(lambda a: agrad.linalg.qr(a).Q, [_any(rng, 4, 3)], {})]
+    c["qr_r"] = [(lambda a: agrad.linalg.qr(a).R, [_any(rng, 2, 3, 3)], {})]
+    c["vector_norm_2"] = [(lambda x: agrad.linalg.vector_norm(x, axis=1), [_any(rng, 3, 4)], {}),
+                          (agrad.linalg.vector_norm, [_any(rng, 5)], {})]
     # linear algebra
     c["matmul"] = [
         (lambda x, y: x @ y, [_any(rng, 3, 4), _any(rng, 4, 2)], {}),

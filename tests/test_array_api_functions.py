@@ -41,6 +41,24 @@ CASES = {
                     lambda x, y: np.meshgrid(x, y)[0] * np.meshgrid(x, y)[1], [V[:3], V[3:]]),
     "meshgrid_ij": (lambda x, y: agrad.meshgrid(x, y, indexing="ij")[1],
                     lambda x, y: np.meshgrid(x, y, indexing="ij")[1], [V[:3], V[3:]]),
+    # linalg built from differentiable operations
+    "vector_norm_1": (lambda x: agrad.linalg.vector_norm(x, ord=1, axis=0), lambda x: np.sum(np.abs(x), axis=0), [A]),
+    "vector_norm_3": (lambda x: agrad.linalg.vector_norm(x, ord=3), lambda x: np.sum(np.abs(x) ** 3) ** (1 / 3), [V]),
+    "vector_norm_inf": (lambda x: agrad.linalg.vector_norm(x, ord=float("inf")), lambda x: np.max(np.abs(x)), [V]),
+    "matrix_norm_fro": (lambda x: agrad.linalg.matrix_norm(x), lambda x: np.linalg.norm(x), [A]),
+    "matrix_norm_nuc": (lambda x: agrad.linalg.matrix_norm(x, ord="nuc"), lambda x: np.linalg.norm(x, "nuc"), [A]),
+    "matrix_norm_2": (lambda x: agrad.linalg.matrix_norm(x, ord=2), lambda x: np.linalg.norm(x, 2), [A]),
+    "matrix_norm_1": (lambda x: agrad.linalg.matrix_norm(x, ord=1), lambda x: np.linalg.norm(x, 1), [A]),
+    "matrix_norm_inf": (lambda x: agrad.linalg.matrix_norm(x, ord=float("inf"), keepdims=True),
+                        lambda x: np.linalg.norm(x, np.inf, keepdims=True), [A]),
+    "matrix_power": (lambda x: agrad.linalg.matrix_power(x, 3), lambda x: np.linalg.matrix_power(x, 3), [A[:3, :3]]),
+    "matrix_power_neg": (lambda x: agrad.linalg.matrix_power(x, -2),
+                         lambda x: np.linalg.matrix_power(x, -2), [A[:3, :3] + 3 * np.eye(3)]),
+    "diagonal": (lambda x: agrad.linalg.diagonal(x, offset=1), lambda x: np.diagonal(x, offset=1), [A]),
+    "trace": (lambda x: agrad.linalg.trace(x, offset=-1), lambda x: np.trace(x, offset=-1), [A]),
+    "outer": (lambda x, y: agrad.linalg.outer(x, y), np.outer, [V, V[:3]]),
+    "cross": (lambda x, y: agrad.linalg.cross(x, y), np.cross, [A[:, :3], V[:3]]),
+    "pinv": (lambda x: agrad.linalg.pinv(x), np.linalg.pinv, [A]),
 }
 
 
@@ -117,3 +135,37 @@ def test_set_functions(on_backend):
     assert agrad.unique_inverse(x).inverse_indices.numpy().tolist() == [2, 0, 2, 1]
     with pytest.raises(TypeError, match="no derivative"):
         agrad.grad(lambda v: agrad.sum(agrad.unique_values(v)))(x)
+
+
+def test_linalg_decompositions_match_numpy(on_backend):
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((4, 3))
+    sq = a[:3] + 3 * np.eye(3)
+    spd = sq @ sq.T
+    L = agrad.linalg
+    np.testing.assert_allclose(L.inv(on_backend(sq)).numpy(), np.linalg.inv(sq), rtol=1e-10)
+    np.testing.assert_allclose(L.det(on_backend(sq)).numpy(), np.linalg.det(sq), rtol=1e-10)
+    sign, logabs = L.slogdet(on_backend(sq))
+    assert (sign.numpy(), logabs.numpy()) == pytest.approx(np.linalg.slogdet(sq))
+    np.testing.assert_allclose(L.cholesky(on_backend(spd)).numpy(), np.linalg.cholesky(spd), rtol=1e-10)
+    np.testing.assert_allclose(L.eigvalsh(on_backend(spd)).numpy(), np.linalg.eigvalsh(spd), rtol=1e-10)
+    u, s, vh = L.svd(on_backend(a), full_matrices=False)
+    np.testing.assert_allclose((u.numpy() * s.numpy()) @ vh.numpy(), a, atol=1e-12)
+    q, r = L.qr(on_backend(a))
+    np.testing.assert_allclose(q.numpy() @ r.numpy(), a, atol=1e-12)
+    assert int(L.matrix_rank(on_backend(a)).numpy()) == 3
+    x = L.solve(on_backend(sq), on_backend(np.ones(3)))
+    np.testing.assert_allclose(sq @ x.numpy(), np.ones(3), atol=1e-12)
+
+
+def test_the_two_norm_of_zero_has_gradient_zero(on_backend):
+    g = agrad.grad(lambda v: agrad.linalg.vector_norm(v))(on_backend(np.zeros(3)))
+    assert g.numpy().tolist() == [0.0, 0.0, 0.0]
+
+
+def test_derivatives_that_do_not_exist_are_clear_errors():
+    x = agrad.tensor(np.ones((2, 3)), requires_grad=True)
+    with pytest.raises(ValueError, match="full_matrices=False"):
+        agrad.linalg.svd(x)
+    with pytest.raises(ValueError, match="M >= N"):
+        agrad.linalg.qr(x)

@@ -9,6 +9,7 @@ import math as _math
 
 from .. import tape as _tape_module
 from .. import tensor as _tensor_module
+from . import linalg as linalg  # agrad.linalg, and xp.linalg for rules run on Tensors
 from .conversions import astype, identity, to_device
 from .creation import (
     arange,

@@ -1,7 +1,11 @@
-"""Linear algebra: matmul (1-D and batched operands), matrix_transpose, tensordot."""
+"""Linear algebra: matmul (1-D and batched operands), matrix_transpose, tensordot, linear,
+vecdot, and the array API's linalg extension (this module is ``agrad.linalg``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from .. import backend
 from ..tape import primitive
 from ..tensor import ArrayLike, Tensor
 
@@ -166,3 +170,215 @@ def vecdot(x1: ArrayLike, x2: ArrayLike, /, *, axis: int = -1) -> Tensor:
     from .reductions import sum
 
     return sum(x1 * x2, axis=axis)
+
+
+# --------------------------------------------------------------------------- the linalg extension
+# agrad.linalg is this module: the solvers and decompositions live in decompositions.py
+# (with their rules); what follows is built from differentiable operations.
+
+from .decompositions import (  # noqa: E402  (re-exported: xp.linalg.* in rules run on this module)
+    EighResult,
+    QRResult,
+    SlogdetResult,
+    SVDResult,
+    cholesky,
+    det,
+    eigh,
+    eigvalsh,
+    inv,
+    qr,
+    slogdet,
+    solve,
+    svd,
+    svdvals,
+)
+
+__all__ = [
+    "EighResult", "QRResult", "SVDResult", "SlogdetResult", "cholesky", "cross", "det", "diagonal", "eigh",
+    "eigvalsh", "inv", "linear", "matmul", "matrix_norm", "matrix_power", "matrix_rank", "matrix_transpose", "outer",
+    "pinv", "qr", "slogdet", "solve", "svd", "svdvals", "tensordot", "trace", "vecdot", "vector_norm",
+]
+
+
+def _two_norm_vjp(xp, g, ans, x, axis, keepdims):
+    # x / |x|, and 0 where |x| = 0 (a subgradient, as PyTorch), not 0 / 0.
+    from .reductions import _expand
+
+    norm = _expand(xp, ans, x, axis, keepdims)
+    return _expand(xp, g, x, axis, keepdims) * x / xp.where(norm == 0.0, 1.0, norm)
+
+
+def _two_norm_jvp(xp, t, ans, x, axis, keepdims):
+    from .reductions import _expand
+
+    norm = _expand(xp, ans, x, axis, keepdims)
+    return xp.sum(t * x / xp.where(norm == 0.0, 1.0, norm), axis=axis, keepdims=keepdims)
+
+
+_two_norm = primitive(
+    "vector_norm_2", lambda xp, x, axis, keepdims: xp.linalg.vector_norm(x, axis=axis, keepdims=keepdims),
+    _two_norm_vjp, jvps=[_two_norm_jvp],
+)
+
+
+def vector_norm(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False,
+                ord: float = 2) -> Tensor:
+    """The ``ord``-norm over ``axis`` (None: all elements). At the zero vector the gradient
+    of the 2-norm is 0 (a subgradient, as PyTorch), not nan."""
+    import math
+
+    from . import reductions as R
+    from .elementwise import abs, pow
+    from .no_gradient import count_nonzero
+
+    axes = R.normalize_axis(axis, x.ndim, "vector_norm")
+    if ord == 2:
+        return _two_norm(x, axis=axes, keepdims=keepdims)
+    if ord == math.inf:
+        return R.max(abs(x), axis=axes, keepdims=keepdims)
+    if ord == -math.inf:
+        return R.min(abs(x), axis=axes, keepdims=keepdims)
+    if ord == 0:  # the number of nonzero elements: no gradient
+        count = count_nonzero(x, axis=axes, keepdims=keepdims)._data
+        xp = backend.namespace_of((count,), "vector_norm")
+        return Tensor(xp.astype(count, (x._data if isinstance(x, Tensor) else x).dtype))
+    if ord == 1:
+        return R.sum(abs(x), axis=axes, keepdims=keepdims)
+    return pow(R.sum(pow(abs(x), float(ord)), axis=axes, keepdims=keepdims), 1.0 / ord)
+
+
+def matrix_norm(x: ArrayLike, /, *, keepdims: bool = False, ord: Any = "fro") -> Tensor:
+    """The matrix norm over the last two axes: 'fro', 'nuc', 1, -1, 2, -2, inf or -inf."""
+    import math
+
+    from . import reductions as R
+    from .elementwise import abs
+
+    axes = (x.ndim - 2, x.ndim - 1)
+    if ord == "fro":
+        return vector_norm(x, axis=axes, keepdims=keepdims)
+    if ord in ("nuc", 2, -2):
+        s = svdvals(x)
+        out = R.sum(s, axis=-1) if ord == "nuc" else (R.max(s, axis=-1) if ord == 2 else R.min(s, axis=-1))
+    elif ord in (1, -1):
+        cols = R.sum(abs(x), axis=-2)
+        out = R.max(cols, axis=-1) if ord == 1 else R.min(cols, axis=-1)
+    elif ord in (math.inf, -math.inf):
+        rows = R.sum(abs(x), axis=-1)
+        out = R.max(rows, axis=-1) if ord == math.inf else R.min(rows, axis=-1)
+    else:
+        raise ValueError(f"agrad.linalg.matrix_norm: unknown ord {ord!r}")
+    if keepdims:
+        from .shapes import expand_dims
+
+        out = expand_dims(expand_dims(out, axis=-1), axis=-1)
+    return out
+
+
+def matrix_power(x: ArrayLike, n: int, /) -> Tensor:
+    """x @ x @ ... (n times) for each square matrix; n < 0 uses the inverse, n == 0 the identity."""
+    from .creation import ones_like
+    from .shapes import broadcast_to
+
+    if not isinstance(n, int):
+        raise TypeError(f"agrad.linalg.matrix_power: n must be an integer, got {n!r}")
+    if n == 0:
+        from .decompositions import _eye_like
+
+        raw = x._data if isinstance(x, Tensor) else x
+        eye = _eye_like(None, raw.shape[-1], raw)
+        return broadcast_to(ones_like(x)[..., 0:1, 0:1] * Tensor(eye), tuple(x.shape))
+    base = inv(x) if n < 0 else x
+    n = abs(n)
+    result = None
+    while n:  # repeated squaring: log2(n) products
+        if n & 1:
+            result = base if result is None else result @ base
+        n >>= 1
+        if n:
+            base = base @ base
+    return result
+
+
+def matrix_rank(x: ArrayLike, /, *, rtol: float | None = None) -> Tensor:
+    """The number of singular values above rtol * the largest (no gradient)."""
+    raw = x._data if isinstance(x, Tensor) else x
+    xp = backend.namespace_of((raw,), "matrix_rank")
+    return Tensor(xp.linalg.matrix_rank(raw, rtol=rtol))
+
+
+def diagonal(x: ArrayLike, /, *, offset: int = 0) -> Tensor:
+    """The ``offset`` diagonal of the last two axes."""
+    from .shapes import reshape, take
+
+    rows, cols = x.shape[-2], x.shape[-1]
+    start_r, start_c = max(-offset, 0), max(offset, 0)
+    length = max(0, min(rows - start_r, cols - start_c))
+    raw = x._data if isinstance(x, Tensor) else x
+    xp = backend.namespace_of((raw,), "diagonal")
+    k = xp.arange(length, device=raw.device)
+    flat_index = (k + start_r) * cols + (k + start_c)
+    flat = reshape(x, tuple(x.shape[:-2]) + (rows * cols,))
+    return take(flat, flat_index, axis=flat.ndim - 1)
+
+
+def trace(x: ArrayLike, /, *, offset: int = 0, dtype: Any = None) -> Tensor:
+    """The sum of the ``offset`` diagonal of the last two axes."""
+    from .reductions import sum
+
+    return sum(diagonal(x, offset=offset), axis=-1, dtype=dtype)
+
+
+def outer(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """The outer product of two vectors."""
+    from .shapes import expand_dims
+
+    if len(x1.shape) != 1 or len(x2.shape) != 1:
+        raise ValueError(f"agrad.linalg.outer: needs two vectors, got shapes {tuple(x1.shape)} and {tuple(x2.shape)}")
+    return expand_dims(x1, axis=1) * expand_dims(x2, axis=0)
+
+
+def cross(x1: ArrayLike, x2: ArrayLike, /, *, axis: int = -1) -> Tensor:
+    """The cross product of 3-vectors along ``axis`` (the other axes broadcast)."""
+    from .shapes import getitem, stack
+
+    if x1.shape[axis] != 3 or x2.shape[axis] != 3:
+        raise ValueError(f"agrad.linalg.cross: axis {axis} must have length 3, got shapes {tuple(x1.shape)} and "
+                         f"{tuple(x2.shape)}")
+    a1 = x1.ndim + axis if axis < 0 else axis
+    a2 = x2.ndim + axis if axis < 0 else axis
+
+    def part(v, a, i):
+        return getitem(v, (slice(None),) * a + (i, Ellipsis))
+
+    p = [part(x1, a1, i) for i in range(3)]
+    q = [part(x2, a2, i) for i in range(3)]
+    out = stack([p[1] * q[2] - p[2] * q[1], p[2] * q[0] - p[0] * q[2], p[0] * q[1] - p[1] * q[0]], axis=-1)
+    nd = out.ndim
+    ax = nd + axis if axis < 0 else axis
+    from .shapes import moveaxis
+
+    return moveaxis(out, -1, ax) if ax != nd - 1 else out
+
+
+def pinv(x: ArrayLike, /, *, rtol: float | None = None) -> Tensor:
+    """The Moore-Penrose pseudo-inverse, from the reduced SVD; singular values at or below
+    rtol * the largest are treated as zero (their derivative too)."""
+    from .elementwise import where
+    from .reductions import max as rmax
+
+    u, s, vh = svd(x, full_matrices=False)
+    if rtol is None:
+        rtol = max(x.shape[-2], x.shape[-1]) * _eps(x)
+    cutoff = rmax(s, axis=-1, keepdims=True).detach() * rtol
+    keep = s > cutoff
+    s_inv = where(keep, 1.0 / where(keep, s, 1.0), 0.0)
+    from .shapes import expand_dims
+
+    return matrix_transpose(vh) @ (expand_dims(s_inv, axis=-1) * matrix_transpose(u))
+
+
+def _eps(x: ArrayLike) -> float:
+    from .data_types import finfo
+
+    return finfo(x.dtype if isinstance(x, Tensor) else x.dtype).eps
