@@ -19,6 +19,7 @@ from .io import CheckpointError, from_torch_state_dict, load, load_with_metadata
 from .ops import *  # noqa: F403 -- the differentiable namespace is the public API
 from .ops import __all__ as _ops_all
 from .ops import e, inf, linalg, nan, newaxis, pi
+from .ops.info import __array_namespace_info__ as __array_namespace_info__
 from .random import manual_seed
 from .tape import Primitive, enable_grad, gradients, is_grad_enabled, no_grad, primitive
 from .tensor import Tensor

@@ -467,7 +467,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 if ga.shape != shape:
                     ga = _sum_to_shape(xp, ga, shape)
                 if ga.dtype != a._data.dtype:
-                    ga = xp.astype(ga, a._data.dtype)
+                    ga = _cast_gradient(xp, ga, a, prim)
                 if a._prim is None:
                     if fast_leaves and a.grad is None and ga is not g and getattr(ga, "base", 0) is None:
                         a.grad = _wrap(ga)  # the common case, inlined: a fresh array for a fresh leaf
@@ -486,6 +486,16 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 t._params = None
     finally:
         _grad_mode.enabled = previous
+
+
+def _cast_gradient(xp: Any, ga: Any, a: Tensor, prim: Primitive) -> Any:
+    """A gradient in its input's dtype; a complex gradient for a real input is an error
+    (casting would silently drop its imaginary part)."""
+    rxp = backend.namespace_of((ga._data if isinstance(ga, Tensor) else ga,), prim.name)
+    if rxp.isdtype(ga.dtype if not isinstance(ga, Tensor) else ga._data.dtype, "complex floating"):
+        raise TypeError(f"agrad.{prim.name}: its gradient is complex (a complex constant met a traced real value); "
+                        f"derivatives of complex numbers are not supported yet")
+    return xp.astype(ga, a._data.dtype)
 
 
 def _check_versions(t: Tensor) -> None:

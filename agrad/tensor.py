@@ -20,10 +20,6 @@ _ops: Any = None  # agrad.ops, bound when it is imported (it needs this module f
 _tape: Any = None
 
 
-def _is_floating(xp: Any, dtype: Any) -> bool:
-    return xp.isdtype(dtype, ("real floating", "complex floating"))
-
-
 class Tensor:
     """A backend array that can record the operations applied to it.
 
@@ -94,11 +90,13 @@ class Tensor:
         """Mark this (leaf) tensor as needing a gradient. Only floating dtypes can."""
         if requires_grad:
             xp = backend.namespace_of((self._data,), "requires_grad")
-            if not _is_floating(xp, self._data.dtype):
+            if not xp.isdtype(self._data.dtype, "real floating"):
+                complex_ = xp.isdtype(self._data.dtype, "complex floating")
                 raise TypeError(
-                    f"agrad: only floating-point tensors can require a gradient, but this tensor is "
-                    f"{backend.describe(self._data)}; convert it first, e.g. "
-                    f"agrad.astype(x, 'float32')"
+                    f"agrad: only real floating-point tensors can require a gradient, but this tensor is "
+                    f"{backend.describe(self._data)}"
+                    + ("; derivatives of complex numbers are not supported yet" if complex_ else
+                       "; convert it first, e.g. agrad.astype(x, 'float32')")
                 )
             if self._prim is not None:
                 raise RuntimeError("agrad: requires_grad_ can only be set on leaf tensors; use .detach() first")
@@ -202,6 +200,15 @@ class Tensor:
     def __int__(self) -> int:
         return int(self.item())
 
+    def __index__(self) -> int:
+        xp = backend.namespace_of((self._data,), "__index__")
+        if not xp.isdtype(self._data.dtype, "integral"):
+            raise TypeError(f"agrad: only integer tensors can be used as an index, not {backend.describe(self._data)}")
+        return int(self.item())
+
+    def __complex__(self) -> complex:
+        return complex(self.item())
+
     def __bool__(self) -> bool:
         return bool(self.item())
 
@@ -236,6 +243,29 @@ class Tensor:
     def __isub__(self, other): return _update_in_place(self, other, "-=")
     def __imul__(self, other): return _update_in_place(self, other, "*=")
     def __itruediv__(self, other): return _update_in_place(self, other, "/=")
+    def __ipow__(self, other): return _update_in_place(self, other, "**=")
+    def __imod__(self, other): return _update_in_place(self, other, "%=")
+    def __ifloordiv__(self, other): return _update_in_place(self, other, "//=")
+    def __iand__(self, other): return _update_in_place(self, other, "&=")
+    def __ior__(self, other): return _update_in_place(self, other, "|=")
+    def __ixor__(self, other): return _update_in_place(self, other, "^=")
+    def __ilshift__(self, other): return _update_in_place(self, other, "<<=")
+    def __irshift__(self, other): return _update_in_place(self, other, ">>=")
+    def __imatmul__(self, other): return _update_in_place(self, other, "@=")
+
+    # ----------------------------------------------------------------- the array API
+    def __array_namespace__(self, /, *, api_version: str | None = None) -> Any:
+        """agrad itself: array API code (``xp = array_namespace(x)``) then runs on Tensors,
+        and is differentiable."""
+        if api_version not in (None, "2023.12", "2024.12"):
+            raise ValueError(f"agrad: array API version {api_version!r} is not supported; agrad implements 2024.12")
+        import agrad
+
+        return agrad
+
+    def to_device(self, device: Any, /, *, stream: Any = None) -> "Tensor":
+        """The array API's spelling of :meth:`to` (differentiable)."""
+        return _ops.to_device(self, device)
 
     # ----------------------------------------------------------------- operators
     def __add__(self, other): return _ops.add(self, other)
@@ -251,15 +281,24 @@ class Tensor:
     def __matmul__(self, other): return _ops.matmul(self, other)
     def __rmatmul__(self, other): return _ops.matmul(other, self)
     def __neg__(self): return _ops.negative(self)
-    def __pos__(self): return self
+    def __pos__(self): return _ops.positive(self)
     def __abs__(self): return _ops.abs(self)
     def __getitem__(self, key): return _ops.getitem(self, key)
 
-    def __setitem__(self, key, value):
-        raise TypeError(
-            "agrad: tensors do not support item assignment (it would corrupt recorded gradients); "
-            "build the result with agrad.where, concat or stack, or assign into t.data under no_grad"
-        )
+    def __setitem__(self, key, value) -> None:
+        """``t[key] = value``: an in-place update, so the rules of ``t -= x`` apply: allowed
+        under ``agrad.no_grad()`` and for tensors nobody differentiates, an error for a
+        recorded tensor or a leaf that requires a gradient while recording (build the result
+        with agrad.where, concat or stack there)."""
+        _check_update(self, "item assignment")
+        raw = value._data if isinstance(value, Tensor) else value
+        backend.namespace_of((self._data, raw), "Tensor.__setitem__")
+        if isinstance(key, Tensor):
+            key = key._data
+        elif isinstance(key, tuple):
+            key = tuple(k._data if isinstance(k, Tensor) else k for k in key)
+        self._data[key] = raw
+        self._version += 1
 
     # Comparisons give boolean tensors without a gradient.
     def __eq__(self, other): return _ops.equal(self, other)  # type: ignore[override]
@@ -323,14 +362,7 @@ def _update_in_place(t: Tensor, other: Any, op: str) -> Tensor:
     backend.namespace_of((t._data, raw), f"Tensor `{op}`")
     data = t._data
     try:
-        if op == "+=":
-            data += raw
-        elif op == "-=":
-            data -= raw
-        elif op == "*=":
-            data *= raw
-        else:
-            data /= raw
+        data = _IN_PLACE[op](data, raw)
     except (TypeError, ValueError) as exc:  # a cast that loses kind, or a broadcast that grows t
         raise type(exc)(f"agrad: `{op}` cannot update {backend.describe(t._data)} with "
                         f"{backend.describe(raw)} in place: {exc}") from None
@@ -340,3 +372,24 @@ def _update_in_place(t: Tensor, other: Any, op: str) -> Tensor:
     t._data = data
     t._version += 1
     return t
+
+
+def _iadd(a, b): a += b; return a  # noqa: E702
+def _isub(a, b): a -= b; return a  # noqa: E702
+def _imul(a, b): a *= b; return a  # noqa: E702
+def _itruediv(a, b): a /= b; return a  # noqa: E702
+def _ipow(a, b): a **= b; return a  # noqa: E702
+def _imod(a, b): a %= b; return a  # noqa: E702
+def _ifloordiv(a, b): a //= b; return a  # noqa: E702
+def _iand(a, b): a &= b; return a  # noqa: E702
+def _ior(a, b): a |= b; return a  # noqa: E702
+def _ixor(a, b): a ^= b; return a  # noqa: E702
+def _ilshift(a, b): a <<= b; return a  # noqa: E702
+def _irshift(a, b): a >>= b; return a  # noqa: E702
+def _imatmul(a, b): a @= b; return a  # noqa: E702
+
+
+# The backend array's own in-place operator for each spelling (a new array where the
+# backend has no in-place form; the Tensor is updated either way).
+_IN_PLACE = {"+=": _iadd, "-=": _isub, "*=": _imul, "/=": _itruediv, "**=": _ipow, "%=": _imod, "//=": _ifloordiv,
+             "&=": _iand, "|=": _ior, "^=": _ixor, "<<=": _ilshift, ">>=": _irshift, "@=": _imatmul}

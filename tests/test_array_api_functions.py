@@ -117,13 +117,24 @@ def test_data_type_functions():
         agrad.broadcast_shapes((2,), (3,))
 
 
-def test_real_imag_conj_for_real_input_and_complex_is_a_clear_error(on_backend):
+def test_real_imag_conj_and_complex_derivatives_are_a_clear_error(on_backend):
     x = on_backend(np.array([1.5, -2.0]))
     np.testing.assert_array_equal(agrad.real(x).numpy(), [1.5, -2.0])
     np.testing.assert_array_equal(agrad.imag(x).numpy(), [0.0, 0.0])
     np.testing.assert_array_equal(agrad.grad(lambda v: agrad.sum(agrad.conj(v) * v))(x).numpy(), [3.0, -4.0])
-    with pytest.raises(TypeError, match="complex numbers are not supported"):
-        agrad.real(np.array([1 + 2j]))
+
+
+@pytest.mark.filterwarnings("ignore::numpy.exceptions.ComplexWarning")  # the user's own cast of a complex value
+def test_complex_values_are_computed_but_never_differentiated():
+    c = agrad.asarray(np.array([1 + 2j]))
+    assert agrad.real(c).numpy().tolist() == [1.0] and agrad.imag(c).numpy().tolist() == [2.0]  # computed...
+    with pytest.raises(TypeError, match="complex numbers are not supported"):  # ...but never differentiated
+        agrad.grad(lambda v: agrad.sum(agrad.real(v * agrad.asarray(np.array([1j])))))(np.array([1.0]))
+    with pytest.raises(TypeError, match="complex"):
+        agrad.tensor(np.array([1j]), requires_grad=True)
+    with pytest.raises(TypeError, match="complex"):
+        agrad.grad(lambda v: agrad.sum(agrad.astype(v * agrad.asarray(np.array([1j])), "float64")))(
+            np.array([1.0]))
 
 
 def test_set_functions(on_backend):

@@ -93,32 +93,43 @@ def iinfo(type: Any, /) -> iinfo_object:
     return iinfo_object(int(i.bits), int(i.max), int(i.min), d)
 
 
-def _real_only(x: ArrayLike, op: str) -> None:
-    if isdtype(_dtype_of(x), "complex floating"):
-        raise TypeError(f"agrad.{op}: complex numbers are not supported yet (agrad differentiates real arrays); "
-                        f"got {backend.describe(x._data if isinstance(x, Tensor) else x)}")
+def _complex_part(x: ArrayLike, op: str) -> Any:
+    """The raw result of real/imag/conj for a complex ``x`` nobody differentiates; None for
+    real input. Derivatives of complex functions are not supported yet: a clear error."""
+    if not isdtype(_dtype_of(x), "complex floating"):
+        return None
+    from ..tape import is_traced
+
+    if is_traced(x):
+        raise TypeError(f"agrad.{op}: derivatives of complex numbers are not supported yet (agrad differentiates "
+                        f"real arrays)")
+    raw = x._data if isinstance(x, Tensor) else x
+    return getattr(backend.namespace_of((raw,), op), op)(raw)
 
 
 def real(x: ArrayLike, /) -> Tensor:
-    """The real part: ``x`` itself for real input (complex input is a TypeError for now)."""
+    """The real part (``x`` itself for real input). Complex input is computed, but not
+    differentiated (a clear error if it is traced)."""
     from .elementwise import positive
 
-    _real_only(x, "real")
-    return positive(x)
+    out = _complex_part(x, "real")
+    return positive(x) if out is None else Tensor(out)
 
 
 def imag(x: ArrayLike, /) -> Tensor:
-    """The imaginary part: zeros for real input (complex input is a TypeError for now)."""
-    _real_only(x, "imag")
+    """The imaginary part (zeros for real input); complex input as for :func:`real`."""
+    out = _complex_part(x, "imag")
+    if out is not None:
+        return Tensor(out)
     return x * 0.0 if isinstance(x, Tensor) else Tensor(x) * 0.0
 
 
 def conj(x: ArrayLike, /) -> Tensor:
-    """The complex conjugate: ``x`` itself for real input (complex input is a TypeError for now)."""
+    """The complex conjugate (``x`` itself for real input); complex input as for :func:`real`."""
     from .elementwise import positive
 
-    _real_only(x, "conj")
-    return positive(x)
+    out = _complex_part(x, "conj")
+    return positive(x) if out is None else Tensor(out)
 
 
 def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
