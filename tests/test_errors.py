@@ -40,10 +40,19 @@ def test_non_array_input_is_a_type_error():
         agrad.exp("x")
 
 
-def test_item_assignment_is_refused_with_a_way_out():
+def test_item_assignment_follows_the_in_place_rules():
     t = agrad.tensor(np.ones(3))
-    with pytest.raises(TypeError, match="where"):
-        t[0] = 1.0
+    t[0] = 5.0  # nobody differentiates t: an ordinary update
+    assert t.numpy().tolist() == [5.0, 1.0, 1.0]
+    w = agrad.tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(RuntimeError, match="where|no_grad"):
+        w[0] = 1.0  # while recording: refused, with the way out
+    with agrad.no_grad():
+        w[1] = 3.0
+    assert w.numpy().tolist() == [1.0, 3.0, 1.0] and w.requires_grad
+    y = w * 2.0
+    with pytest.raises(RuntimeError, match="recorded operation"):
+        y[0] = 0.0
 
 
 def test_clip_bounds():
