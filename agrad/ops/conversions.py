@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import backend
+from .. import backend, dtypes
 from ..tape import primitive
 from ..tensor import ArrayLike, Tensor
 
@@ -22,6 +22,10 @@ def astype(x: ArrayLike, dtype: Any, /, *, copy: bool = True, device: Any = None
         x = to_device(x, device)
     if not copy and isinstance(x, Tensor) and x.dtype == dtype:
         return x
+    if not dtypes.is_floating(dtype):  # integer and boolean results carry no gradient
+        raw = x._data if isinstance(x, Tensor) else x
+        xp = backend.namespace_of((raw,), "astype")
+        return Tensor(xp.astype(raw, backend.resolve_dtype(xp, dtype)))
     return _astype(x, dtype=dtype)
 
 

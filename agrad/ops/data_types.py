@@ -83,7 +83,9 @@ def finfo(type: Any, /) -> finfo_object:
     """bits, eps, max, min and smallest_normal of a floating dtype (or an array's)."""
     d = _dtype_of(type)
     f = backend.host_namespace().finfo(_host(d))
-    return finfo_object(int(f.bits), float(f.eps), float(f.max), float(f.min), float(f.smallest_normal), d)
+    # (a complex dtype's limits are those of its real components, and say so)
+    return finfo_object(int(f.bits), float(f.eps), float(f.max), float(f.min), float(f.smallest_normal),
+                        dtypes.as_dtype(f.dtype))
 
 
 def iinfo(type: Any, /) -> iinfo_object:

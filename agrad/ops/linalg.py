@@ -166,10 +166,18 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> Te
 
 
 def vecdot(x1: ArrayLike, x2: ArrayLike, /, *, axis: int = -1) -> Tensor:
-    """The dot product of vectors along ``axis`` (broadcasting the other axes), for real inputs."""
+    """The dot product of vectors along ``axis`` (the other axes broadcast): sum(conj(x1) * x2)."""
+    from .data_types import conj, isdtype
     from .reductions import sum
 
-    return sum(x1 * x2, axis=axis)
+    n1, n2 = x1.shape[axis] if x1.ndim else None, x2.shape[axis] if x2.ndim else None
+    if n1 is None or n1 != n2:
+        raise ValueError(f"agrad.vecdot: axis {axis} must have the same length in both arrays, got shapes "
+                         f"{tuple(x1.shape)} and {tuple(x2.shape)}")
+    if isdtype(x1.dtype, "complex floating"):
+        x1 = conj(x1)
+    prod = x1 * x2
+    return sum(prod, axis=axis, dtype=prod.dtype)
 
 
 # --------------------------------------------------------------------------- the linalg extension
@@ -364,9 +372,13 @@ def cross(x1: ArrayLike, x2: ArrayLike, /, *, axis: int = -1) -> Tensor:
 def pinv(x: ArrayLike, /, *, rtol: float | None = None) -> Tensor:
     """The Moore-Penrose pseudo-inverse, from the reduced SVD; singular values at or below
     rtol * the largest are treated as zero (their derivative too)."""
+    from .creation import zeros
     from .elementwise import where
     from .reductions import max as rmax
 
+    if 0 in tuple(x.shape):  # an empty matrix, or an empty batch: the result is empty too
+        raw = x._data if isinstance(x, Tensor) else x
+        return zeros(tuple(x.shape[:-2]) + (x.shape[-1], x.shape[-2]), dtype=raw.dtype, device=raw.device)
     u, s, vh = svd(x, full_matrices=False)
     if rtol is None:
         rtol = max(x.shape[-2], x.shape[-1]) * _eps(x)

@@ -160,7 +160,12 @@ def sum(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, dtype: An
         from .conversions import astype
 
         x = astype(x, dtype)
-    return _sum(x, axis=normalize_axis(axis, _ndim(x), "sum"), keepdims=keepdims)
+    out = _sum(x, axis=normalize_axis(axis, _ndim(x), "sum"), keepdims=keepdims)
+    if dtype is not None and out.dtype != dtype:  # (NumPy accumulates small integers in 64 bits)
+        from .conversions import astype
+
+        out = astype(out, dtype)
+    return out
 
 
 def mean(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:

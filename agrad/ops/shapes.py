@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .. import backend
+from .. import backend, dtypes
 from ..tape import Primitive, primitive
 from ..tensor import ArrayLike, Tensor
 from .reductions import normalize_axis
@@ -108,10 +108,13 @@ concat_p = Primitive("concat", lambda xp, *arrays, axis: xp.concat(arrays, axis=
 
 
 def concat(arrays: Sequence[ArrayLike], /, *, axis: int | None = 0) -> Tensor:
-    """Join a sequence of arrays along an existing axis."""
+    """Join a sequence of arrays along an existing axis (None: flatten them first)."""
     arrays = tuple(arrays)
     if not arrays:
         raise ValueError("agrad.concat: needs at least one array")
+    if axis is None:
+        arrays = tuple(reshape(a, (-1,)) for a in arrays)
+        axis = 0
     nd = arrays[0].ndim
     axis = normalize_axis(axis, nd, "concat")[0]
     for a in arrays:
@@ -194,6 +197,13 @@ def getitem(x: ArrayLike, key: Any) -> Tensor:
 
     The gradient scatters back with repeated indices summed.
     """
+    raw_key = key._data if isinstance(key, Tensor) else key
+    if hasattr(raw_key, "dtype") and len(getattr(raw_key, "shape", (1,))) == 0 and dtypes.as_dtype(
+            raw_key.dtype) == dtypes.ALL["bool"]:
+        # A 0-d boolean mask adds an axis of length 1 (True) or 0 (False), as in NumPy.
+        xp = backend.namespace_of((raw_key,), "getitem")
+        keep = xp.reshape(xp.nonzero(xp.reshape(raw_key, (1,)))[0], (-1,))
+        return take(expand_dims(x, axis=0), keep, axis=0)
     return _getitem(x, key=_normalize_key(x, key, x.ndim))
 
 
