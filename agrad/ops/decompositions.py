@@ -355,11 +355,27 @@ def cholesky(x: ArrayLike, /, *, upper: bool = False) -> Tensor:
     return matrix_transpose(low) if upper else low
 
 
+def _untraced(x: ArrayLike, op: str) -> tuple[object, object] | None:
+    """(namespace, raw array) when nobody differentiates ``x``: then the backend factorises
+    once for every output (complex input included)."""
+    from ..tape import is_traced
+
+    if is_traced(x):
+        return None
+    raw = x._data if isinstance(x, Tensor) else x
+    return backend.namespace_of((raw,), op), raw
+
+
 def eigh(x: ArrayLike, /) -> EighResult:
     """Eigenvalues (ascending) and eigenvectors (columns) of each symmetric matrix.
     Differentiated as a function of (x + x^T) / 2; repeated eigenvalues make the
     eigenvector derivatives inf/nan."""
     _square(x, "eigh")
+    plain = _untraced(x, "eigh")
+    if plain is not None:
+        xp, raw = plain
+        w, v = xp.linalg.eigh(_sym(xp, raw))  # (the same function as the differentiable path)
+        return EighResult(Tensor(w), Tensor(v))
     return EighResult(_eigvalsh(x), _eigvecs(x))
 
 
@@ -381,6 +397,11 @@ def svd(x: ArrayLike, /, *, full_matrices: bool = True) -> SVDResult:
         xp = backend.namespace_of((raw,), "svd")
         u, s, vh = xp.linalg.svd(raw, full_matrices=True)
         return SVDResult(Tensor(u), Tensor(s), Tensor(vh))
+    plain = _untraced(x, "svd")
+    if plain is not None:
+        xp, raw = plain
+        u, s, vh = xp.linalg.svd(raw, full_matrices=full_matrices)
+        return SVDResult(Tensor(u), Tensor(s), Tensor(vh))
     return SVDResult(_svd_u(x), _svdvals(x), _svd_vh(x))
 
 
@@ -399,9 +420,9 @@ def qr(x: ArrayLike, /, *, mode: str = "reduced") -> QRResult:
     if traced and (m < n or (mode == "complete" and m != n)):
         raise ValueError(f"agrad.linalg.qr: differentiable for M >= N in 'reduced' mode; got shape {tuple(x.shape)} "
                          f"and mode {mode!r}")
-    if mode == "complete" and m != n:
-        raw = x._data if isinstance(x, Tensor) else x
-        xp = backend.namespace_of((raw,), "qr")
-        q, r = xp.linalg.qr(raw, mode="complete")
+    plain = _untraced(x, "qr")
+    if plain is not None:
+        xp, raw = plain
+        q, r = xp.linalg.qr(raw, mode=mode)
         return QRResult(Tensor(q), Tensor(r))
     return QRResult(_qr_q(x), _qr_r(x))

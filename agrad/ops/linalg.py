@@ -372,16 +372,24 @@ def cross(x1: ArrayLike, x2: ArrayLike, /, *, axis: int = -1) -> Tensor:
 def pinv(x: ArrayLike, /, *, rtol: float | None = None) -> Tensor:
     """The Moore-Penrose pseudo-inverse, from the reduced SVD; singular values at or below
     rtol * the largest are treated as zero (their derivative too)."""
+    from ..tape import is_traced
     from .creation import zeros
     from .elementwise import where
     from .reductions import max as rmax
 
+    raw = x._data if isinstance(x, Tensor) else x
+    if not is_traced(x):  # nothing to differentiate: the backend's own pinv (complex input included)
+        xp = backend.namespace_of((raw,), "pinv")
+        return Tensor(xp.linalg.pinv(raw, rtol=rtol._data if isinstance(rtol, Tensor) else rtol))
     if 0 in tuple(x.shape):  # an empty matrix, or an empty batch: the result is empty too
-        raw = x._data if isinstance(x, Tensor) else x
         return zeros(tuple(x.shape[:-2]) + (x.shape[-1], x.shape[-2]), dtype=raw.dtype, device=raw.device)
     u, s, vh = svd(x, full_matrices=False)
     if rtol is None:
         rtol = max(x.shape[-2], x.shape[-1]) * _eps(x)
+    elif hasattr(rtol, "shape") and len(rtol.shape):  # one tolerance per matrix of the batch
+        from .shapes import expand_dims as _expand_dims
+
+        rtol = _expand_dims(Tensor(rtol._data if isinstance(rtol, Tensor) else rtol), axis=-1)
     cutoff = rmax(s, axis=-1, keepdims=True).detach() * rtol
     keep = s > cutoff
     s_inv = where(keep, 1.0 / where(keep, s, 1.0), 0.0)

@@ -299,14 +299,9 @@ def unstack(x: ArrayLike, /, *, axis: int = 0) -> tuple[Tensor, ...]:
 
 def broadcast_arrays(*arrays: ArrayLike) -> list[Tensor]:
     """The arrays broadcast to their common shape."""
-    shape: tuple = ()
-    for a in arrays:
-        s = tuple(a.shape)
-        n = max(len(shape), len(s))
-        a1, b1 = (1,) * (n - len(shape)) + shape, (1,) * (n - len(s)) + s
-        if any(p != q and 1 not in (p, q) for p, q in zip(a1, b1)):
-            raise ValueError(f"agrad.broadcast_arrays: shapes {shape} and {s} do not broadcast")
-        shape = tuple(max(p, q) for p, q in zip(a1, b1))
+    from .data_types import broadcast_shapes
+
+    shape = broadcast_shapes(*(tuple(a.shape) for a in arrays))
     return [broadcast_to(a, shape) for a in arrays]
 
 
