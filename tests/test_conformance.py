@@ -26,6 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUITE = os.path.normpath(os.path.join(ROOT, "..", "shared", "array-api-tests"))
 EXPECTED = os.path.join(os.path.dirname(__file__), "conformance_expected_failures.txt")
 EXAMPLES = os.environ.get("AGRAD_CONFORMANCE_EXAMPLES", "5")
+# Complex numbers and fft are out of scope for now: their tests, and the special cases of
+# complex inputs (named after real(x_i) / imag(x_i)), are deselected.
+DESELECT = "not fft and not complex and not real and not imag"
 
 
 def _expected() -> set[str]:
@@ -56,7 +59,7 @@ def test_the_official_conformance_suite(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--max-examples", EXAMPLES,
          "--hypothesis-seed=1", "--disable-deadline",  # a loaded CI machine must not turn slowness into failures
-         "--disable-warnings", "-k", "not fft and not complex", "--json-report", f"--json-report-file={report}",
+         "--disable-warnings", "-k", DESELECT, "--json-report", f"--json-report-file={report}",
          "array_api_tests/"],
         cwd=suite, env=env, capture_output=True, text=True, timeout=1200,
     )

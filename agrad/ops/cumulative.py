@@ -120,15 +120,22 @@ def _prod_jvp(xp, t, ans, x, axis, keepdims):
 _prod = primitive("prod", _prod_forward, _prod_vjp, jvps=[_prod_jvp])
 
 
+def _in_dtype(x: Any, dtype: Any) -> Any:
+    """``x`` cast to ``dtype`` when one is asked for (NumPy accumulates small integers in 64
+    bits: the cast is applied before and after the backend's reduction)."""
+    if dtype is None or x.dtype == dtype:
+        return x
+    from .conversions import astype
+
+    return astype(x, dtype)
+
+
 def prod(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
          keepdims: bool = False) -> Tensor:
     """The product over ``axis`` (None: all). Its gradient is the product of the other
     elements, exact where some are zero."""
-    if dtype is not None:
-        from .conversions import astype
-
-        x = astype(x, dtype)
-    return _prod(x, axis=normalize_axis(axis, x.ndim, "prod"), keepdims=keepdims)
+    x = _in_dtype(x, dtype)
+    return _in_dtype(_prod(x, axis=normalize_axis(axis, x.ndim, "prod"), keepdims=keepdims), dtype)
 
 
 def _single_axis(x, axis, op: str) -> int:
@@ -142,22 +149,18 @@ def _single_axis(x, axis, op: str) -> int:
 def cumulative_sum(x: ArrayLike, /, *, axis: int | None = None, dtype: Any = None,
                    include_initial: bool = False) -> Tensor:
     """Running sums along ``axis`` (optional for 1-D input); ``include_initial`` starts with 0."""
-    if dtype is not None:
-        from .conversions import astype
-
-        x = astype(x, dtype)
-    return _cumulative_sum(x, axis=_single_axis(x, axis, "cumulative_sum"), include_initial=include_initial)
+    x = _in_dtype(x, dtype)
+    out = _cumulative_sum(x, axis=_single_axis(x, axis, "cumulative_sum"), include_initial=include_initial)
+    return _in_dtype(out, dtype)
 
 
 def cumulative_prod(x: ArrayLike, /, *, axis: int | None = None, dtype: Any = None,
                     include_initial: bool = False) -> Tensor:
     """Running products along ``axis``; ``include_initial`` starts with 1. The gradient is
     exact where elements are zero (it costs memory quadratic in the axis length)."""
-    if dtype is not None:
-        from .conversions import astype
-
-        x = astype(x, dtype)
-    return _cumulative_prod(x, axis=_single_axis(x, axis, "cumulative_prod"), include_initial=include_initial)
+    x = _in_dtype(x, dtype)
+    out = _cumulative_prod(x, axis=_single_axis(x, axis, "cumulative_prod"), include_initial=include_initial)
+    return _in_dtype(out, dtype)
 
 
 def diff(x: ArrayLike, /, *, axis: int = -1, n: int = 1, prepend: ArrayLike | None = None,

@@ -59,8 +59,8 @@ _expand_dims = primitive(
 
 def expand_dims(x: ArrayLike, /, axis: int = 0) -> Tensor:
     """Insert an axis of length 1 at ``axis``."""
-    if not -x.ndim - 1 <= axis <= x.ndim:
-        raise ValueError(f"agrad.expand_dims: axis {axis} is out of range for shape {tuple(x.shape)}")
+    if not -x.ndim - 1 <= axis <= x.ndim:  # (an IndexError, as the standard says)
+        raise IndexError(f"agrad.expand_dims: axis {axis} is out of range for shape {tuple(x.shape)}")
     return _expand_dims(x, axis=axis)
 
 
