@@ -547,7 +547,7 @@ def from_dlpack(x: Any, device: Any = None, copy: bool | None = None) -> Any:
     kwargs = {} if copy is None else {"copy": copy}
     try:
         out = xp.from_dlpack(x, **kwargs)
-    except TypeError:  # an older library without copy=
+    except (TypeError, BufferError):  # no copy= here, or (CuPy) only for copies to the host
         out = xp.from_dlpack(x)
         if copy:
             out = xp.asarray(out, copy=True)

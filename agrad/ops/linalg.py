@@ -105,7 +105,8 @@ def _tensordot_vjp_y(xp, g, ans, x, y, axes):
 
 
 _tensordot = primitive(
-    "tensordot", lambda xp, x, y, axes: xp.tensordot(x, y, axes=(list(axes[0]), list(axes[1]))),
+    # (tuples: CuPy compares the axes with ((), ()) to accept 0-d inputs)
+    "tensordot", lambda xp, x, y, axes: xp.tensordot(x, y, axes=(tuple(axes[0]), tuple(axes[1]))),
     _tensordot_vjp_x, _tensordot_vjp_y,
     jvps=[lambda xp, t, ans, x, y, axes: _tensordot(t, y, axes=axes),
           lambda xp, t, ans, x, y, axes: _tensordot(x, t, axes=axes)],
