@@ -69,6 +69,15 @@ def test_values_match_numpy_and_gradients_match_finite_differences(name, on_back
     np.testing.assert_allclose(f(*xs).numpy(), ref(*host), rtol=1e-12, atol=1e-12)
     agrad.check_grad(f, *xs)
     agrad.check_grad(f, *xs, order=2)
+    # forward mode agrees with reverse mode: <u, J v> == <J^T u, v>
+    rng = np.random.default_rng(0)
+    vs = [on_backend(rng.standard_normal(h.shape)) for h in host]
+    out, tangent = agrad.jvp(f, xs, vs)
+    u = on_backend(rng.standard_normal(out.shape))
+    cotangents = agrad.vjp(f, *xs)[1](u)
+    left = float(agrad.sum(u * tangent))
+    right = sum(float(agrad.sum(c * v)) for c, v in zip(cotangents, vs))
+    assert left == pytest.approx(right, rel=1e-10, abs=1e-12)
 
 
 def test_creation_functions_and_constants(on_backend):
