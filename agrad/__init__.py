@@ -12,6 +12,7 @@ library; array-api-strict proves that nothing outside the standard is used.
 from . import data, datasets, nn, ops, optim, random, tree
 from . import dtypes as _dtypes
 from .backend import BackendError, available_backends, get_backend, set_backend, use_backend
+from .compile import CompileError, compile
 from .custom import checkpoint, custom_jvp, custom_vjp
 from .dtypes import DType, get_default_dtype, set_default_dtype
 from .gradcheck import GradcheckError, check_grad
@@ -33,7 +34,8 @@ globals().update(_dtypes.ALL)
 bool_ = _dtypes.ALL["bool"]
 
 __all__ = [
-    "BackendError", "GradcheckError", "Primitive", "Tensor", "available_backends", "check_grad",
+    "BackendError", "CompileError", "GradcheckError", "compile", "Primitive", "Tensor", "available_backends",
+    "check_grad",
     "enable_grad", "get_backend", "grad", "gradients", "is_grad_enabled", "no_grad", "ops", "primitive",
     "set_backend", "use_backend", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "stop_gradient",
     "custom_vjp", "custom_jvp", "checkpoint", "data", "datasets", "nn", "optim", "random",

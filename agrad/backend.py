@@ -242,8 +242,22 @@ def namespace_of(arrays: Any, op: str = "operation") -> ArrayNamespace | None:
         if xp is None:
             xp, first = ns, a
         elif ns is not xp or (ns.multi_device and a.device != first.device):
-            raise _mixed_error(op, list(arrays), first, a)
+            traced = _traced_pair(xp, ns)
+            if traced is None or (ns.multi_device and a.device != first.device):
+                raise _mixed_error(op, list(arrays), first, a)
+            xp = traced
     return xp
+
+
+def _traced_pair(a: Any, b: Any) -> Any:
+    """While agrad.compile traces, a proxy array meets real arrays of the backend it
+    wraps (a constant index, say): the recording namespace serves both; else None."""
+    home_a, home_b = getattr(a, "_home", None), getattr(b, "_home", None)
+    if home_a is b:
+        return a
+    if home_b is a:
+        return b
+    return None
 
 
 def as_array(xp: ArrayNamespace, x: Any) -> Any:
@@ -620,6 +634,42 @@ def resolve_dtype(xp: ArrayNamespace, dtype: Any) -> Any:
     if found is None or name not in dtypes.ALL:
         raise TypeError(f"agrad: unknown dtype {dtype!r} for the {xp.name} backend")
     return found
+
+
+# --------------------------------------------------------------------------- compiled replays
+
+_OPERATOR_UFUNCS = {"add": "add", "sub": "subtract", "mul": "multiply", "truediv": "divide", "neg": "negative",
+                    "pow": "power"}
+
+
+def out_function(fn: Any, xp: ArrayNamespace) -> Any:
+    """A function that computes what ``fn`` computes into a given array (``out=``), for
+    agrad.compile's replays on NumPy and CuPy; None where there is none."""
+    if xp.name not in ("numpy", "cupy"):
+        return None
+    module = np if xp.name == "numpy" else __import__("cupy")
+    ufunc_type = np.ufunc if xp.name == "numpy" else module.ufunc
+    if isinstance(fn, ufunc_type):
+        return fn
+    name = getattr(fn, "__name__", "")
+    if getattr(fn, "__module__", None) == "_operator" and name in _OPERATOR_UFUNCS:
+        return getattr(module, _OPERATOR_UFUNCS[name])
+    if fn is getattr(xp, "matmul", None):
+        return module.matmul
+    for reduction in ("sum", "max", "min", "mean"):
+        if fn is getattr(xp, reduction, None):
+            return getattr(module, reduction)
+    if fn is getattr(xp, "astype", None):
+        return _astype_into(module)
+    return None
+
+
+def _astype_into(module: Any) -> Any:
+    def astype_into(x: Any, dtype: Any, copy: bool = True, device: Any = None, out: Any = None) -> Any:
+        module.copyto(out, x, casting="unsafe")  # what astype computes, into ``out``
+        return out
+
+    return astype_into
 
 
 # --------------------------------------------------------------------------- scatter-add

@@ -30,9 +30,18 @@ def default_generator() -> Any:
     return _default
 
 
+def _no_tracing(what: str) -> None:
+    from . import tracing
+
+    if tracing.active() is not None:
+        raise tracing.CompileError(f"agrad.compile: {what} inside a compiled function would draw once and replay the "
+                                   f"same numbers every call; draw them outside and pass them in as an argument")
+
+
 def uniform(low: float, high: float, shape: tuple, dtype: Any = None, device: Any = None,
             rng: Any = None) -> Tensor:
     """Uniform samples on [low, high), drawn on the host in float64 then cast and moved."""
+    _no_tracing("random numbers")
     rng = rng or _default
     host = rng.uniform(low, high, size=shape)
     return _place(host, dtype, device)
@@ -41,6 +50,7 @@ def uniform(low: float, high: float, shape: tuple, dtype: Any = None, device: An
 def normal(shape: tuple, mean: float = 0.0, std: float = 1.0, dtype: Any = None, device: Any = None,
            rng: Any = None) -> Tensor:
     """Normal samples, drawn on the host in float64 then cast and moved."""
+    _no_tracing("random numbers")
     rng = rng or _default
     return _place(rng.normal(mean, std, size=shape), dtype, device)
 

@@ -17,7 +17,7 @@ import contextlib
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
-from . import backend, forward_mode
+from . import backend, forward_mode, tracing
 from .tensor import Tensor
 
 __all__ = ["Primitive", "primitive", "no_grad", "enable_grad", "is_grad_enabled", "backward", "gradients"]
@@ -157,6 +157,8 @@ def primitive(name: str, forward: Callable, *vjps: Callable | None, register: bo
 
 def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
     """Run ``prim`` on ``args`` and, when a differentiable input needs it, record it."""
+    if tracing._TRACER is not None:  # agrad.compile is tracing: outside arrays become proxies
+        args = tracing._TRACER.adopt_args(args)
     raw = []
     needs_grad = False
     has_tangents = False

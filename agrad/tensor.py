@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import backend, dtypes
+from . import backend, dtypes, tracing
 from .dtypes import DType
 
 ArrayLike = Any
@@ -223,6 +223,8 @@ class Tensor:
                 "silently drop the derivative. Use agrad ops (agrad.asarray([...]) and agrad.stack are "
                 "differentiable), or take the values explicitly with t.detach() or t.numpy()"
             )
+        if isinstance(self._data, tracing.TraceArray):  # inside agrad.compile: a clear CompileError
+            return self._data.__array__()
         if not backend.is_numpy_array(self._data):
             raise TypeError(
                 f"agrad: numpy cannot convert {backend.describe(self._data)} implicitly (it would copy it to the "

@@ -80,6 +80,69 @@ class HandWritten:
         return {k: B.to_numpy(v) for k, v in self.grads()[1].items()}
 
 
+class HandWrittenInPlace:
+    """The best hand-written NumPy step a performance-minded user writes: the same formulas
+    with every result computed into a buffer allocated once (``out=``) and in-place updates.
+    NumPy only (the floor the issue asks agrad to reach)."""
+
+    name = "hand-written in-place"
+
+    def __init__(self, weights, x, y, backend_name):
+        if backend_name != "numpy":
+            raise RuntimeError("the in-place hand-written step is NumPy code")
+        self.p = {k: v.copy() for k, v in weights.items()}
+        self.x, self.y = x, y
+        n, (_, d_h, d_out) = x.shape[0], SIZES
+        dt = weights["W1"].dtype
+        self.h, self.f = np.empty((n, d_h), dt), np.empty((n, d_out), dt)
+        self.m, self.s = np.empty((n, 1), dt), np.empty((n, 1), dt)
+        self.e, self.onehot = np.empty((n, d_out), dt), np.empty((n, d_out), dt)
+        self.hit = np.empty((n, d_out), bool)
+        self.classes = np.arange(d_out)
+        self.dh, self.da = np.empty((n, d_h), dt), np.empty((n, d_h), dt)
+        self.g = {k: np.empty_like(v) for k, v in weights.items()}
+        self.backend = backend_name
+
+    def step(self):
+        p, g, x = self.p, self.g, self.x
+        h, f, m, e, s, onehot = self.h, self.f, self.m, self.e, self.s, self.onehot
+        np.matmul(x, p["W1"], out=h)
+        h += p["b1"]
+        np.tanh(h, out=h)
+        np.matmul(h, p["W2"], out=f)
+        f += p["b2"]
+        np.max(f, axis=1, keepdims=True, out=m)
+        np.subtract(f, m, out=e)
+        np.exp(e, out=e)
+        np.sum(e, axis=1, keepdims=True, out=s)
+        loss = float(np.mean(np.log(s[:, 0]) + m[:, 0] - f[np.arange(len(self.y)), self.y]))
+        np.equal(self.y[:, None], self.classes, out=self.hit)
+        np.copyto(onehot, self.hit)
+        df = e  # softmax - onehot, scaled, reusing e's buffer
+        np.divide(e, s, out=df)
+        df -= onehot
+        df *= 1.0 / x.shape[0]
+        np.matmul(df, p["W2"].T, out=self.dh)
+        np.multiply(h, h, out=self.da)
+        np.subtract(1.0, self.da, out=self.da)
+        self.da *= self.dh
+        np.matmul(h.T, df, out=g["W2"])
+        np.sum(df, axis=0, out=g["b2"])
+        np.matmul(x.T, self.da, out=g["W1"])
+        np.sum(self.da, axis=0, out=g["b1"])
+        for k in p:
+            g[k] *= LR
+            p[k] -= g[k]
+        return loss
+
+    def host_grads(self):
+        saved = {k: v.copy() for k, v in self.p.items()}
+        self.step()
+        grads = {k: (saved[k] - self.p[k]) / LR for k in self.p}
+        self.p = saved
+        return grads
+
+
 class Agrad:
     """agrad: nn.MLP, the fused logistic loss, backward and optim.SGD."""
 
@@ -113,6 +176,30 @@ class Agrad:
         l1, l2 = self.model.linear_layers()
         return {"W1": l1.weight.grad.numpy(), "b1": l1.bias.grad.numpy(),
                 "W2": l2.weight.grad.numpy(), "b2": l2.bias.grad.numpy()}
+
+
+class AgradCompiled(Agrad):
+    """agrad's step as a user writes it, under ``agrad.compile``: traced once, then replayed."""
+
+    name = "agrad compiled"
+
+    def __init__(self, weights, x, y, backend_name):
+        super().__init__(weights, x, y, backend_name)
+        model, opt = self.model, self.opt
+
+        @agrad.compile
+        def step(xb, yb):
+            opt.zero_grad()
+            loss = agrad.nn.logistic_loss(model(agrad.Tensor(xb)), yb, check_labels=False)
+            loss.backward()
+            opt.step()
+            return loss
+
+        self.compiled = step
+        self.xr, self.yr = self.x._data, self.y._data
+
+    def step(self):
+        return self.compiled(self.xr, self.yr)
 
 
 class Torch:

@@ -26,7 +26,8 @@ import common
 which, n, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 w = common.initial_weights("float32")
 x, y = common.batch(n, "float32")
-c = (common.Agrad if which == "agrad" else common.HandWritten)(w, x, y, "numpy")
+c = {{"agrad": common.Agrad, "compiled": common.AgradCompiled, "hand": common.HandWritten,
+      "inplace": common.HandWrittenInPlace}}[which](w, x, y, "numpy")
 for _ in range(steps):
     c.step()
 """
@@ -55,13 +56,15 @@ def main() -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(CHILD.format(here=HERE))
         script = f.name
-    print("| batch | hand-written (instructions/step) | agrad | ratio |\n|---:|---:|---:|---:|")
+    print("| batch | hand-written in-place (floor) | hand-written | agrad eager | agrad compiled |\n"
+          "|---:|---:|---:|---:|---:|")
     for batch in (int(b) for b in args.batches.split(",")):
         per = {}
-        for who in ("hand", "agrad"):
+        for who in ("inplace", "hand", "agrad", "compiled"):
             per[who] = (instructions(script, who, batch, n2) - instructions(script, who, batch, n1)) / (n2 - n1)
-        hand, ours = per["hand"], per["agrad"]
-        print(f"| {batch} | {hand / 1e6:.3f} M | {ours / 1e6:.3f} M | {ours / hand:.3f} |", flush=True)
+        floor = per["inplace"]
+        cells = [f"{per[w] / 1e6:.3f} M ({per[w] / floor:.3f}x)" for w in ("inplace", "hand", "agrad", "compiled")]
+        print(f"| {batch} | " + " | ".join(cells) + " |", flush=True)
     os.unlink(script)
 
 

@@ -76,6 +76,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/mnist_mlp", help="folder for the checkpoint, figures and log")
     p.add_argument("--restarts", type=int, default=1, help="train from N initialisations, keep the best on validation")
     p.add_argument("--val-size", type=int, default=5000, help="validation examples held out when --restarts > 1")
+    p.add_argument("--compile", action="store_true",
+                   help="trace the training step once with agrad.compile and replay it (sgd and adam)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -85,6 +87,8 @@ def parse_args(argv=None):
         p.error("--epochs, --batch-size, --restarts and --hidden must be positive")
     if args.lr <= 0:
         p.error(f"--lr must be positive, got {args.lr}")
+    if args.compile and args.optimizer == "lbfgs":
+        p.error("--compile works with --optimizer sgd or adam (L-BFGS decides on loss values in Python)")
     return args
 
 
@@ -158,6 +162,19 @@ def train_one(args, train, evalset, seed, label):
     history = {"step_loss": [], "epoch": [], "eval_loss": [], "eval_accuracy": [], "epoch_seconds": []}
     steps_per_epoch = len(loader)
     schedule = make_schedule(args, opt, steps_per_epoch) if args.optimizer != "lbfgs" else None
+
+    def train_step(x, y):
+        loss = nn.logistic_loss(model(x), y, check_labels=False)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    if args.compile:
+        # Traced on the first batch (and once more for a smaller last batch), replayed after;
+        # the scheduler runs outside and its learning rate reaches every replay. The loss
+        # lives in a buffer the next step overwrites (static_outputs): it is read at once.
+        train_step = agrad.compile(train_step, static_outputs=True)
     step = 0
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
@@ -178,10 +195,7 @@ def train_one(args, train, evalset, seed, label):
                            dynamic_ncols=True, mininterval=0.5, file=sys.stdout)
             running = None
             for x, y in bar:
-                loss = nn.logistic_loss(model(x), y, check_labels=False)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                loss = train_step(x, y)
                 if schedule is not None:
                     schedule.step()
                 step += 1

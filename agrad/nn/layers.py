@@ -88,6 +88,7 @@ class Dropout(Module):
     def forward(self, x):
         if not self.training or self.p == 0.0:
             return x
+        arandom._no_tracing("Dropout (in training mode)")
         rng = self.rng or arandom.default_generator()
         keep = rng.random(tuple(x.shape)) >= self.p
         mask = backend.from_numpy(keep / (1.0 - self.p), backend=backend.namespace_of((x._data,), "Dropout").name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from .. import backend, dtypes
+from .. import backend, dtypes, tracing
 from ..tensor import Tensor
 
 
@@ -126,6 +126,9 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop every parameter's gradient (``set_to_none``, the default), or fill it with zeros."""
+        tracer = tracing.active()
+        if tracer is not None and set_to_none:
+            return tracer.clear_grads(self.parameters())
         for p in self.parameters():
             if set_to_none or p.grad is None:
                 p.grad = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Iterable
 
-from .. import backend
+from .. import backend, tracing
 from ..tensor import Tensor
 
 
@@ -36,6 +36,10 @@ class ParamGroup(dict):
             self[k] = v
 
     def __setitem__(self, key: str, value: Any) -> None:
+        if tracing.active() is not None:
+            raise tracing.CompileError(
+                f"agrad.compile: setting {key!r} of a parameter group inside a compiled function; call the scheduler "
+                f"(or set the rate) outside it: every replay reads the group's current learning rate")
         if key != "params":
             value = self._optimizer.validate(key, value)
         super().__setitem__(key, value)
@@ -102,6 +106,9 @@ class Optimizer:
     # ----------------------------------------------------------------- steps
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradients (None: the next backward writes fresh arrays), or zero them."""
+        tracer = tracing.active()
+        if tracer is not None and set_to_none:
+            return tracer.clear_grads(self.params)
         for p in self.params:
             if set_to_none or p.grad is None:
                 p.grad = None
@@ -111,6 +118,9 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter that has a gradient."""
+        tracer = tracing.active()
+        if tracer is not None:
+            return self._traced_step(tracer)
         self.steps += 1
         for group in self.param_groups:
             for p in group["params"]:
@@ -123,6 +133,33 @@ class Optimizer:
                     self.init_state(xp, p._data, state)
                 p._data = self.update(xp, p._data, p.grad._data, state, group)
                 p._version += 1  # graphs recorded before this step must not use the updated values
+
+    def _traced_step(self, tracer: Any) -> None:
+        """:meth:`step` under agrad.compile: the state and the learning rate become sources of
+        the trace (read afresh by every replay); the rest of the group is baked in."""
+        if self not in tracer.optimizers:
+            tracer.optimizers.append(self)
+            tracer.effects.append(self._count_step)
+            tracer.optimizer_entry_structure.append(optimizer_structure(self))  # before this step changes it
+        self.steps += 1
+        for group in self.param_groups:
+            view = dict(group)
+            view["lr"] = tracer.source_scalar(group["lr"], "group", group, "lr")
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                tracer.adopt_tensor(p)
+                xp = backend.namespace_of((p._data, p.grad._data), type(self).__name__)
+                state = self.state.get(id(p))
+                if state is None:
+                    state = self.state[id(p)] = {}
+                    self.init_state(xp, p._data, state)
+                tracer.adopt_state(state)
+                p._data = self.update(xp, p._data, p.grad._data, state, view)
+                p._version += 1
+
+    def _count_step(self) -> None:
+        self.steps += 1
 
     def init_state(self, xp: Any, w: Any, state: dict) -> None:
         pass
@@ -160,6 +197,15 @@ class Optimizer:
             p = params[int(key)]
             self.state[id(p)] = {k: _onto_param(v, p) for k, v in st.items()}
         self.steps = int(state_dict.get("steps", 0))
+
+
+def optimizer_structure(opt: Optimizer) -> tuple:
+    """What a compiled step bakes in about an optimizer: which parameters have state (and
+    under which keys), and every hyperparameter but the learning rate (agrad.compile)."""
+    state = tuple(tuple(sorted(opt.state[id(p)])) if id(p) in opt.state else None for p in opt.params)
+    hyper = tuple(tuple(sorted((k, repr(v)) for k, v in g.items() if k not in ("params", "lr", "initial_lr")))
+                  for g in opt.param_groups)
+    return state, hyper
 
 
 def _onto_param(value: Any, p: Tensor) -> Any:
