@@ -33,6 +33,13 @@ def test_state_dict_round_trip_and_errors():
     b.load_state_dict(a.state_dict())
     for (_, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         np.testing.assert_array_equal(p.numpy(), q.numpy())
+    # loading copies: training one model afterwards leaves the other as it was
+    before = [q.numpy().copy() for q in b.parameters()]
+    opt = agrad.optim.SGD(a.parameters(), lr=0.5)
+    agrad.sum(a(agrad.ones((2, 4)))).backward()
+    opt.step()
+    for q, q0 in zip(b.parameters(), before):
+        np.testing.assert_array_equal(q.numpy(), q0)
     sd = a.state_dict()
     del sd["0.bias"]
     sd["extra"] = agrad.zeros(2)
