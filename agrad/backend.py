@@ -16,7 +16,7 @@ import contextlib
 import os
 import threading
 import types
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import array_api_compat
 import numpy as np
@@ -662,6 +662,65 @@ def out_function(fn: Any, xp: ArrayNamespace) -> Any:
     if fn is getattr(xp, "astype", None):
         return _astype_into(module)
     return None
+
+
+_IN_PLACE_ARITHMETIC = {"iadd", "isub", "imul", "itruediv", "ipow"}
+
+
+def is_elementwise(fn: Any, xp: ArrayNamespace) -> bool:
+    """Whether ``fn`` is an elementwise NumPy/CuPy operation (a ufunc, or in-place
+    arithmetic), where a 0-d array may stand for a Python number."""
+    if xp.name not in ("numpy", "cupy"):
+        return False
+    ufunc_type = np.ufunc if xp.name == "numpy" else __import__("cupy").ufunc
+    if isinstance(out_function(fn, xp), ufunc_type):
+        return True
+    return getattr(fn, "__module__", None) == "_operator" and getattr(fn, "__name__", "") in _IN_PLACE_ARITHMETIC
+
+
+def device_scalar(xp: ArrayNamespace, dtype: Any, like: Any) -> Any:
+    """A 0-d array of ``dtype`` on ``like``'s device."""
+    return create(xp, "zeros", (), dtype=dtype, device=getattr(like, "device", None))
+
+
+def graph_capturer(xp: ArrayNamespace) -> Callable[[Callable[[], Any], list], tuple[Callable[[], None], Any]] | None:
+    """``capture(body, outside) -> (launch, result)``: records the GPU work ``body``
+    enqueues as a CUDA graph (``body`` runs once, its kernels are recorded, not run) and
+    returns a function that launches it on the current stream, with ``body``'s return
+    value; None where the backend has no graphs (NumPy, array-api-strict). ``outside``
+    lists the arrays outside the graph's memory that ``body`` writes (a stand-in that
+    runs ``body`` instead of recording it, as the tests' does, must restore them)."""
+    if xp.name != "cupy":
+        return None
+    return _capture_cuda_graph
+
+
+def _capture_cuda_graph(body: Callable[[], Any], outside: list) -> tuple[Callable[[], None], Any]:
+    import cupy
+
+    current = cupy.cuda.get_current_stream()
+    stream = cupy.cuda.Stream(non_blocking=True)  # capture needs a stream of its own
+    # A private pool: memory a graph's kernels use (their temporaries too) must never be
+    # handed to arrays outside it, which the next launch would overwrite.
+    pool = cupy.cuda.MemoryPool()
+    stream.wait_event(current.record())
+    with stream, cupy.cuda.using_allocator(pool.malloc):
+        stream.begin_capture()
+        try:
+            result = body()
+        except BaseException:
+            try:
+                stream.end_capture()
+            except Exception:  # noqa: S110 - the capture is already broken; body's error is the one to show
+                pass
+            raise
+        graph = stream.end_capture()
+
+    def launch() -> None:
+        graph.launch(stream=cupy.cuda.get_current_stream())
+
+    launch.keep_alive = (graph, stream, pool)  # type: ignore[attr-defined]
+    return launch, result
 
 
 def _astype_into(module: Any) -> Any:

@@ -1,4 +1,4 @@
-"""``agrad.compile``: trace a function once, then replay its array operations.
+"""``agrad.compile``: trace a function once, then replay its array operations::
 
     @agrad.compile
     def step(x, y):
@@ -13,7 +13,7 @@
         sched.step()               # outside: its learning rate is read at every replay
 
 The first call for a *signature* runs the function eagerly on proxy arrays
-(:mod:`agrad.tracing`) and records every backend operation it performs: the forward
+(``agrad.tracing``) and records every backend operation it performs: the forward
 pass, the backward sweep and the optimizer update, in order. Later calls replay that
 list of operations on the new inputs, without Tensors, tape or Python bookkeeping, and
 write the results back where the function left them (parameters, gradients, optimizer
@@ -28,15 +28,21 @@ of Python-number arguments), the shapes of the parameters and optimizer state, w
 parameters have a gradient, the optimizers' other hyperparameters, grad mode and the
 selected backend; a new one retraces (with a warning when that happens often).
 
-Not allowed inside (a :class:`~agrad.tracing.CompileError` while tracing, never a stale
+Not allowed inside (a :class:`CompileError` while tracing, never a stale
 replay): Python decisions on array values (``if loss > 0``), ``float(x)``, ``.item()``,
 printing arrays, copies to NumPy or between devices, random numbers (Dropout), setting a
 learning rate (call the scheduler outside). Other Python side effects run while tracing
 only, and the function must not depend on Python state that changes between calls.
+
+On CuPy the replay is captured as a CUDA graph on its second call and launched with one
+call per step afterwards (see ``_GraphReplay`` in the source for how arguments,
+numbers computed each call, and state written back keep the graph's fixed addresses
+right); where capture is impossible it replays without a graph and says why.
 """
 
 from __future__ import annotations
 
+import builtins
 import functools
 import warnings
 from typing import Any, Callable
@@ -60,75 +66,189 @@ def _leaf_signature(x: Any) -> tuple:
                        f"Python numbers, or lists/tuples/dicts of them")
 
 
+class _NoGraph(Exception):
+    """Why a replay cannot be captured into a CUDA graph (it then replays without one)."""
+
+
+class _GraphParts:
+    """A replay split for a CUDA graph: ``prepare()`` computes the numbers that change
+    between calls on the host, fills their device scalars and returns the numbers among
+    the results; ``compute(args)`` is the array work (what the graph records) returning
+    the array results; ``finish(arrays + numbers)`` writes them back and builds the
+    outputs. ``results`` lists the result slots in that order."""
+
+    def __init__(self, prepare: Callable, compute: Callable, finish: Callable, results: list, n_arrays: int,
+                 source: str) -> None:
+        self.prepare, self.compute, self.finish, self.results = prepare, compute, finish, results
+        self.n_arrays, self.source = n_arrays, source
+
+
+class _GraphReplay:
+    """Launches a replay captured as a CUDA graph: one launch per call.
+
+    A graph's kernels read and write fixed addresses. So the arguments are copied into
+    buffers of the graph's own, results that the next call reads (parameters, optimizer
+    state) are copied inside the graph into the arrays it read them from, and a
+    parameter whose array was replaced from outside (``load_state_dict``) makes the
+    next call capture afresh. Results live in the graph's memory: with ``static_outputs``
+    the outputs and fresh gradients are those arrays, overwritten by the next call;
+    without, they are copied out after the launch."""
+
+    MAX_CAPTURES = 4
+
+    def __init__(self, parts: _GraphParts, program: "_Program", capture: Callable, xp: Any) -> None:
+        self.parts, self.program, self.capture_fn, self.xp = parts, program, capture, xp
+        self.launch: Callable | None = None
+        self.captured_sources: list = []
+        self.static_args: list = []
+        self.results: list = []
+        self.captures = 0
+        self.earlier: list = []
+
+    def __call__(self, args: list) -> list:
+        sources = self.program.read_sources()
+        if self.launch is None or any(a is not b for a, b in zip(sources, self.captured_sources)):
+            if self.captures >= self.MAX_CAPTURES:
+                raise _NoGraph(f"the arrays it reads were replaced {self.captures} times (each needs a new capture)")
+            self._capture(args, sources)
+        for buffer, a in zip(self.static_args, args):
+            if buffer is not None:
+                buffer[...] = a
+        numbers = self.parts.prepare()
+        self.launch()  # type: ignore[misc]
+        arrays = self.results
+        if self.program.copy_out:
+            arrays = [self.xp.asarray(r, copy=True) if i in self.program.copy_out else r
+                      for i, r in enumerate(arrays)]
+        return self.parts.finish(arrays + numbers)
+
+    def warm_up(self, args: list) -> list:
+        """One call of the graph's own functions without capturing them: it compiles and
+        loads every kernel the capture will record (capturing them cold is fragile)."""
+        sources = self.program.read_sources()
+        numbers = self.parts.prepare()
+        arrays = self.parts.compute(args)
+        for i, j in self.program.copy_back.items():
+            if arrays[i] is not sources[j]:
+                sources[j][...] = arrays[i]
+                arrays[i] = sources[j]
+        arrays = [self.xp.asarray(r, copy=True) if i in self.program.copy_out else r for i, r in enumerate(arrays)]
+        return self.parts.finish(arrays + numbers)
+
+    def _capture(self, args: list, sources: list) -> None:
+        self.captures += 1
+        xp = self.xp
+        self.static_args = [xp.empty_like(a) if _is_backend_array(a) else None for a in args]
+        graph_args = [b if b is not None else a for a, b in zip(args, self.static_args)]
+        self.parts.prepare()  # (a stand-in capture runs the body: give it this call's numbers)
+        copy_back = self.program.copy_back  # result index -> source index, for state written back
+
+        def body() -> list:
+            results = self.parts.compute(graph_args)
+            for i, j in copy_back.items():
+                if results[i] is not sources[j]:  # not updated in place: copy into the array read next call
+                    sources[j][...] = results[i]
+                    results[i] = sources[j]
+            return results
+
+        self.launch, self.results = self.capture_fn(body, sources)
+        self.captured_sources = sources
+        # Earlier graphs stay alive: outputs of theirs the caller kept still use their memory.
+        self.earlier.append(self.launch)
+
+
 class _Program:
-    """One trace, lowered to a Python function that calls the backend directly: its
-    instructions, where its outside values come from and go to, and the guards that say
-    when it may be replayed."""
+    """One trace, lowered to a Python function that calls the backend directly (reading its
+    outside values, computing, writing results back, building the outputs), and the
+    guards that say when it may be replayed."""
 
     def __init__(self, tracer: Tracer, arg_slots: list, out_def: Any, out_spec: list, writes: list,
-                 guards: list, effects: list, static_outputs: bool) -> None:
-        self.sources = [s for s in tracer.sources if s[1] != "arg"]
-        self.arg_slots = arg_slots  # per argument leaf: the slot it fills, or None (a Python value)
-        self.out_def, self.out_spec = out_def, out_spec
-        self.writes, self.guards, self.effects = writes, guards, effects
-        returned = [slot for _, _, slot in writes if slot is not None] + [s for _, s in out_spec if isinstance(s, int)]
+                 guards: list, effects: list, static_outputs: bool, cuda_graph: bool, name: str) -> None:
+        self.out_def, self.guards, self.effects, self.name = out_def, guards, effects, name
+        self.single_output = out_def.kind == "leaf"
         # Results written back where the next call reads them (parameters, optimizer state, a
         # gradient that is accumulated into) never live in a reused buffer: the next call
         # could overwrite one while still reading it. Outputs and fresh gradients may, when
         # the user asks for static outputs.
-        sourced = {(kind, id(where[0])) + ((where[1],) if kind == "dict" else ())
-                   for _, kind, *where in tracer.sources if kind in ("tensor", "grad", "dict")}
-        pinned = {slot for kind, w, slot in writes if slot is not None and
-                  (kind == "tensor" or ((kind, id(w[0]), w[1]) if kind == "dict" else (kind, id(w))) in sourced)}
+        array_sources = [(slot, kind, where) for slot, kind, *where in tracer.sources
+                         if kind in ("tensor", "grad", "dict") and slot not in tracer.numbers]
+        source_index = {_place(kind, where): j for j, (_, kind, where) in enumerate(array_sources)}
+        self.array_sources = [(kind, where[0], where[1] if kind == "dict" else None)
+                              for _, kind, where in array_sources]
+        sourced = {_place(kind, where) for _, kind, *where in tracer.sources if kind in ("tensor", "grad", "dict")}
+        pinned = {slot for kind, where, slot in writes if slot is not None and
+                  (kind == "tensor" or _place(kind, _where(kind, where)) in sourced)}
+        returned = [slot for _, _, slot in writes if slot is not None] + [s for _, s in out_spec if isinstance(s, int)]
         reusable = set() if not static_outputs else set(returned) - pinned
-        self.replay, self.source = _codegen(tracer, arg_slots, [s[0] for s in self.sources], returned, reusable)
+        capture = backend.graph_capturer(tracer.home) if cuda_graph else None
+        self.replay, self.source, parts = _codegen(tracer, arg_slots, writes, out_spec, returned, reusable,
+                                                   graph_wanted=capture is not None)
+        self.graph: _GraphReplay | None = None
+        self.graph_reason = "off (cuda_graph=False)" if not cuda_graph else \
+            "the backend has no CUDA graphs" if capture is None else "captured on the second call"
+        self.replays = 0
+        if isinstance(parts, str):
+            self._no_graph(parts)
+        elif parts is not None:
+            index = {k: i for i, k in enumerate(parts.results)}
+            self.copy_back: dict[int, int] = {}
+            for kind, where, slot in writes:
+                j = source_index.get(_place(kind, _where(kind, where)))
+                if slot is not None and j is not None:
+                    if self.copy_back.get(index[slot], j) != j:
+                        self._no_graph("one result is written back to two places")
+                        return
+                    self.copy_back[index[slot]] = j
+            self.copy_out = set() if static_outputs else {index[k] for k in set(returned) - pinned
+                                                          if index[k] < parts.n_arrays}
+            self.graph = _GraphReplay(parts, self, capture, tracer.home)
+
+    def _no_graph(self, reason: str) -> None:
+        self.graph = None
+        self.graph_reason = f"replays without a CUDA graph: {reason}"
+        warnings.warn(f"agrad.compile: {self.name} {self.graph_reason}", stacklevel=4)
+
+    def read_sources(self) -> list:
+        """The arrays the replay reads from outside (parameters, gradients, state), now."""
+        out = []
+        for kind, holder, key in self.array_sources:
+            out.append(holder._data if kind == "tensor" else holder.grad._data if kind == "grad" else holder[key])
+        return out
 
     def matches(self) -> bool:
-        return all(check() == expected for check, expected in self.guards)
+        for check, expected in self.guards:
+            if check() != expected:
+                return False
+        return True
 
-    def run(self, leaves: list) -> Any:
-        args = [leaf._data if isinstance(leaf, Tensor) else leaf for k, leaf in zip(self.arg_slots, leaves)
-                if k is not None]
-        values = self.replay(args, [_read(kind, where) for _, kind, *where in self.sources])
-        i = 0
-        for kind, where, slot in self.writes:
-            if slot is None:
-                _write(kind, where, None)
+    def run(self, args: Any) -> Any:
+        self.replays += 1
+        if self.graph is not None:
+            try:
+                outs = self.graph(args) if self.replays > 1 else self.graph.warm_up(args)
+            except _NoGraph as exc:
+                self._no_graph(str(exc))
+                outs = self.replay(args)
+            except Exception as exc:  # a capture the driver refuses: replay without a graph
+                self._no_graph(f"the capture failed ({type(exc).__name__}: {exc})")
+                outs = self.replay(args)
             else:
-                _write(kind, where, values[i])
-                i += 1
+                if self.graph.captures:
+                    self.graph_reason = f"launched as a CUDA graph (captured {self.graph.captures} time(s))"
+        else:
+            outs = self.replay(args)
         for effect in self.effects:
             effect()
-        outs = []
-        for tensor, s in self.out_spec:
-            if isinstance(s, int):
-                outs.append(Tensor(values[i]) if tensor else values[i])
-                i += 1
-            else:
-                outs.append(s)
-        return tree.unflatten(self.out_def, outs)
+        return outs[0] if self.single_output else tree.unflatten(self.out_def, outs)
 
 
-def _read(kind: str, where: list) -> Any:
-    if kind == "tensor":
-        return where[0]._data
-    if kind == "grad":
-        return where[0].grad._data
-    if kind in ("dict", "group"):
-        return where[0][where[1]]
-    return where[0]  # "const"
+def _where(kind: str, where: Any) -> tuple:
+    return where if kind == "dict" else (where,)
 
 
-def _write(kind: str, where: Any, value: Any) -> None:
-    if kind == "tensor":
-        t = where
-        if t._data is not value:
-            t._data = value
-        t._version += 1  # as after an eager update: graphs recorded before must not reuse it
-    elif kind == "grad":
-        where.grad = None if value is None else tape._wrap(value)
-    else:  # "dict"
-        where[0][where[1]] = value
+def _place(kind: str, where: Any) -> tuple:
+    """Where a source is read from or a result written to, as a hashable key."""
+    return (kind, id(where[0]), where[1]) if kind == "dict" else (kind, id(where[0]))
 
 
 # --------------------------------------------------------------------------- code generation
@@ -159,11 +279,15 @@ def _outs(ins: Any) -> list[int]:
     return []
 
 
-def _codegen(tracer: Tracer, arg_slots: list, source_slots: list, returned: list,
-             reusable: set) -> tuple[Callable, str]:
-    """The replay as one generated function: locals for slots, direct calls to the backend's
-    functions, constants folded, dead instructions dropped, and on NumPy / CuPy each
-    result that stays inside the call computed into a buffer kept from call to call."""
+def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, returned: list,
+             reusable: set, graph_wanted: bool) -> tuple[Callable, str, Any]:
+    """The replay as one generated function ``replay(args) -> output leaves``: it reads the
+    outside values (parameters, gradients, optimizer state, learning rates), calls the
+    backend's functions directly on locals (constants folded, dead instructions dropped,
+    and on NumPy / CuPy each result that stays inside the call computed into a buffer
+    kept from call to call), writes the results back where the function left them, and
+    builds the outputs. Generated rather than interpreted: a replay costs what
+    hand-written code costs."""
     instructions = tracer.instructions
     out_xp = tracer.home
     fresh = set()  # slots whose producer returns a new array (never a view of its inputs)
@@ -210,13 +334,14 @@ def _codegen(tracer: Tracer, arg_slots: list, source_slots: list, returned: list
                 continue
             keep[i] = True
             needed.update(_slots_in(ins.args) + _slots_in(ins.kwargs))
-    env: dict[str, Any] = {}
-    lines = ["def replay(args, sources):"]
-    for i, k in enumerate(k for k in arg_slots if k is not None):
-        lines.append(f"    v{k} = args[{i}]")
-    for i, k in enumerate(source_slots):
-        lines.append(f"    v{k} = sources[{i}]")
+    numbers = tracer.numbers  # slots holding Python numbers; every other slot holds an array
+    home_array = next((v for v in tracer.values.values() if _is_backend_array(v)), None)
     folded = static - const_sources
+    env: dict[str, Any] = {"wrap": tape._wrap}
+    # Scalars computed each call (a learning rate, Adam's bias corrections): in a CUDA graph
+    # they live in 0-d device arrays filled before each launch, as a graph bakes in the
+    # Python numbers its kernels were launched with.
+    device_scalars: dict[tuple, str] = {}
 
     def name(k: int) -> str:
         if k in folded:
@@ -224,78 +349,175 @@ def _codegen(tracer: Tracer, arg_slots: list, source_slots: list, returned: list
             return f"c{k}"
         return f"v{k}"
 
-    def expr(spec: Any) -> str:
+    def expr(spec: Any, scalar_dtype: Any = None) -> str:
         if isinstance(spec, _Slot):
-            return name(spec.k)
+            k = spec.k
+            if scalar_dtype is not None and k in numbers and k not in folded:
+                key = (k, scalar_dtype)
+                if key not in device_scalars:
+                    device_scalars[key] = f"d{k}_{len(device_scalars)}"
+                return device_scalars[key]
+            return name(k)
         if isinstance(spec, tuple) and _slots_in(spec):
-            return "(" + "".join(expr(e) + ", " for e in spec) + ")"
+            return "(" + "".join(expr(e, scalar_dtype) + ", " for e in spec) + ")"
         if isinstance(spec, list) and _slots_in(spec):
-            return "[" + ", ".join(expr(e) for e in spec) + "]"
+            return "[" + ", ".join(expr(e, scalar_dtype) for e in spec) + "]"
         key = f"k{len(env)}"
         env[key] = spec
         return key
 
-    for i, ins in enumerate(instructions):
-        if not keep[i]:
-            continue
-        fn_name = f"f{i}"
-        env[fn_name] = ins.fn
-        call_args = [expr(a) for a in ins.args] + [f"{k}={expr(v)}" for k, v in ins.kwargs.items()]
-        outs = _outs(ins)
-        buffered = (ins.out_kind == "one" and ins.mutates is None
-                    and (outs[0] not in escaping or outs[0] in reusable)
-                    and backend.out_function(ins.fn, out_xp) is not None
-                    and _is_backend_array(tracer.values.get(outs[0]))
-                    and hasattr(tracer.values.get(outs[0]), "ndim"))
-        if buffered:  # computed into its own buffer, allocated once (NumPy and CuPy)
-            k = outs[0]
-            env[fn_name] = backend.out_function(ins.fn, out_xp)
-            value = tracer.values[k]
-            env[f"b{k}"] = out_xp.empty_like(out_xp.asarray(value))
-            lines.append(f"    v{k} = {fn_name}({', '.join(call_args)}, out=b{k})")
-        elif ins.out_kind == "one":
-            lines.append(f"    v{outs[0]} = {fn_name}({', '.join(call_args)})")
-        elif ins.out_kind == "tuple":
-            lines.append(f"    {', '.join(f'v{o}' for o in outs)}, = {fn_name}({', '.join(call_args)})")
+    def lower(graph: bool) -> tuple[list[str], list[str], list[str]]:
+        """(host lines, array lines, fills): with ``graph``, the scalar work is split off."""
+        host, arrays = [], []
+        for slot, kind, *where in tracer.sources:
+            if kind == "arg":
+                continue
+            env[f"h{slot}"] = where[0]
+            into = host if graph and slot in numbers else arrays
+            if kind == "tensor":
+                into.append(f"v{slot} = h{slot}._data")
+            elif kind == "grad":
+                into.append(f"v{slot} = h{slot}.grad._data")
+            elif kind in ("dict", "group"):
+                env[f"key{slot}"] = where[1]
+                into.append(f"v{slot} = h{slot}[key{slot}]")
+            else:  # "const": an array captured by the function, the same object each call
+                into.append(f"v{slot} = h{slot}")
+        for i, ins in enumerate(instructions):
+            if not keep[i]:
+                continue
+            outs = _outs(ins)
+            on_host = graph and bool(outs) and all(o in numbers for o in outs)
+            if on_host and any(k not in numbers for k in _slots_in(ins.args) + _slots_in(ins.kwargs)):
+                raise _NoGraph(f"{getattr(ins.fn, '__name__', ins.fn)} turns an array into a Python number")
+            scalar_dtype = None
+            if graph and not on_host:
+                live_scalars = [k for k in _slots_in(ins.args) + _slots_in(ins.kwargs)
+                                if k in numbers and k not in folded]
+                if live_scalars:
+                    if not backend.is_elementwise(ins.fn, out_xp) or ins.out_kind != "one":
+                        raise _NoGraph(f"a number computed each call (a learning rate, a step count) reaches "
+                                       f"{getattr(ins.fn, '__name__', ins.fn)}, whose launch a CUDA graph would "
+                                       f"freeze")
+                    scalar_dtype = tracer.values[outs[0]].dtype
+            fn_name = f"f{i}"
+            env[fn_name] = ins.fn
+            call_args = [expr(a, scalar_dtype) for a in ins.args] + \
+                [f"{k}={expr(v, scalar_dtype)}" for k, v in ins.kwargs.items()]
+            buffered = (ins.out_kind == "one" and ins.mutates is None
+                        and (outs[0] not in escaping or outs[0] in reusable or graph)
+                        and backend.out_function(ins.fn, out_xp) is not None
+                        and _is_backend_array(tracer.values.get(outs[0])) and hasattr(tracer.values[outs[0]], "ndim"))
+            into = host if on_host else arrays
+            if buffered:  # computed into its own buffer, allocated once (NumPy and CuPy)
+                k = outs[0]
+                env[f"o{i}"] = backend.out_function(ins.fn, out_xp)
+                if f"b{k}" not in env:
+                    env[f"b{k}"] = out_xp.empty_like(out_xp.asarray(tracer.values[k]))
+                into.append(f"v{k} = o{i}({', '.join(call_args)}, out=b{k})")
+            elif ins.out_kind == "one":
+                into.append(f"v{outs[0]} = {fn_name}({', '.join(call_args)})")
+            elif ins.out_kind == "tuple":
+                into.append(f"{', '.join(f'v{o}' for o in outs)}, = {fn_name}({', '.join(call_args)})")
+            else:
+                into.append(f"{fn_name}({', '.join(call_args)})")
+        fills = []
+        for (k, dtype), dname in device_scalars.items():
+            if dname not in env:
+                env[dname] = backend.device_scalar(out_xp, dtype, like=home_array)
+            fills.append(f"{dname}.fill({name(k)})")
+        return host, arrays, fills
+
+    results = [slot for _, _, slot in writes if slot is not None] + [s for _, s in out_spec if isinstance(s, int)]
+    position: dict[int, int] = {}  # result slot -> index: arrays (computed by the graph) first, then numbers
+    for k in sorted(set(results), key=lambda k: (k in numbers, results.index(k))):
+        position[k] = len(position)
+    array_results = [k for k in position if k not in numbers]
+    number_results = [k for k in position if k in numbers]
+
+    def finish(value: Callable[[int], str]) -> list[str]:
+        """Write-backs (results back where eager code leaves them), then the outputs."""
+        lines = []
+        for j, (kind, where, slot) in enumerate(writes):
+            if kind == "tensor":
+                env[f"w{j}"] = where
+                lines.append(f"w{j}._data = {value(slot)}")
+                lines.append(f"w{j}._version += 1")  # as an eager update: graphs recorded before can't reuse it
+            elif kind == "grad":
+                env[f"w{j}"] = where
+                lines.append(f"w{j}.grad = " + ("None" if slot is None else f"wrap({value(slot)})"))
+            else:  # "dict": optimizer state
+                env[f"w{j}"], env[f"wkey{j}"] = where
+                lines.append(f"w{j}[wkey{j}] = {value(slot)}")
+        outs = []
+        for j, (tensor, s) in enumerate(out_spec):
+            if isinstance(s, int):
+                outs.append(f"wrap({value(s)})" if tensor else value(s))
+            else:  # a Python value the function returned: the same each call
+                env[f"out{j}"] = s
+                outs.append(f"out{j}")
+        lines.append("return [" + ", ".join(outs) + "]")
+        return lines
+
+    def body(lines: list[str]) -> str:
+        return "".join(f"    {line}\n" for line in lines)
+
+    args_lines = [f"v{k} = args[{i}]" for i, k in enumerate(arg_slots) if k is not None]
+    host, arrays, _ = lower(graph=False)
+    plain_source = "def replay(args):\n" + body(args_lines + host + arrays + finish(name))
+    exec(builtins.compile(plain_source, "<agrad.compile replay>", "exec"), env)  # noqa: S102 - our own code
+    replay = env["replay"]
+    graph_parts = None
+    if graph_wanted:
+        device_scalars.clear()
+        try:
+            host, arrays, fills = lower(graph=True)
+        except _NoGraph as exc:
+            graph_parts = str(exc)
         else:
-            lines.append(f"    {fn_name}({', '.join(call_args)})")
-    lines.append("    return (" + "".join(name(k) + ", " for k in returned) + ")")
-    source = "\n".join(lines) + "\n"
-    exec(compile_source(source), env)  # noqa: S102 - our own generated code, from our own trace
-    return env["replay"], source
+            def listing(slots: list) -> str:
+                return "return [" + "".join(name(k) + ", " for k in slots) + "]"
 
-
-def compile_source(source: str) -> Any:
-    import builtins
-
-    return builtins.compile(source, "<agrad.compile replay>", "exec")
+            source = ("def prepare():\n" + body(host + fills + [listing(number_results)]) +
+                      "def compute(args):\n" + body(args_lines + arrays + [listing(array_results)]) +
+                      "def finish(res):\n" + body(finish(lambda k: f"res[{position[k]}]")))
+            exec(builtins.compile(source, "<agrad.compile graph replay>", "exec"), env)  # noqa: S102
+            graph_parts = _GraphParts(env["prepare"], env["compute"], env["finish"], list(position),
+                                      len(array_results), source)
+    return replay, plain_source, graph_parts
 
 
 class Compiled:
     """A function compiled by :func:`compile`; call it like the function."""
 
-    def __init__(self, fn: Callable, max_cache: int = 8, static_outputs: bool = False) -> None:
+    def __init__(self, fn: Callable, max_cache: int = 8, static_outputs: bool = False,
+                 cuda_graph: bool = True) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.max_cache = max_cache
         self.static_outputs = static_outputs
+        self.cuda_graph = cuda_graph
         self.programs: dict[tuple, list[_Program]] = {}
         self.traces = 0
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        leaves, treedef = tree.flatten((args, kwargs))
-        key = (treedef, tuple(_leaf_signature(x) for x in leaves), tape.is_grad_enabled(), backend.get_backend(),
-               dtypes.get_default_dtype().name)
+        if kwargs or any(isinstance(a, (list, tuple, dict)) for a in args):
+            leaves, treedef = tree.flatten((args, kwargs))
+        else:  # positional leaves: the common case, kept cheap
+            leaves, treedef = args, len(args)
+        key = (treedef, tuple(map(_leaf_signature, leaves)), tape.is_grad_enabled(), backend.get_backend(),
+               dtypes.get_default_dtype())
         for program in self.programs.get(key, []):
             if program.matches():
-                return program.run(leaves)
-        return self._trace(key, leaves, treedef)
+                return program.run([leaf._data if isinstance(leaf, Tensor) else leaf for leaf in leaves])
+        return self._trace(key, args, kwargs)
 
-    def _trace(self, key: tuple, leaves: list, treedef: Any) -> Any:
+    def _trace(self, key: tuple, args: tuple, kwargs: dict) -> Any:
         self.traces += 1
         if self.traces > 2 * self.max_cache and self.traces % self.max_cache == 1:
             warnings.warn(f"agrad.compile: {self.__name__} has been traced {self.traces} times; its inputs' shapes, "
                           f"dtypes or Python values keep changing (each new one retraces)", stacklevel=3)
+        leaves, treedef = tree.flatten((args, kwargs))
         home = None
         for x in leaves:
             raw = x._data if isinstance(x, Tensor) else x
@@ -343,7 +565,7 @@ class Compiled:
                 outputs.append(o)
         writes = _restore(tracer, final=True)
         program = _Program(tracer, arg_slots, out_def, out_spec, writes, _guards(tracer), list(tracer.effects),
-                           self.static_outputs)
+                           self.static_outputs, self.cuda_graph, getattr(self, "__name__", "function"))
         programs = self.programs.setdefault(key, [])
         programs.insert(0, program)
         del programs[self.max_cache:]
@@ -406,16 +628,21 @@ def _restore(tracer: Tracer, final: bool) -> list:
     return writes
 
 
-def compile(fn: Callable | None = None, *, max_cache: int = 8, static_outputs: bool = False) -> Any:
+def compile(fn: Callable | None = None, *, max_cache: int = 8, static_outputs: bool = False,
+            cuda_graph: bool = True) -> Any:
     """Trace ``fn`` on its first call for each signature and replay its array operations
     afterwards (see :mod:`agrad.compile`). Use as ``@agrad.compile`` or
-    ``agrad.compile(fn, max_cache=..., static_outputs=...)``.
+    ``agrad.compile(fn, max_cache=..., static_outputs=..., cuda_graph=...)``.
 
     Every intermediate lives in a buffer allocated once. The outputs and the gradients
     the function leaves on parameters are new arrays each call, as in eager mode; with
     ``static_outputs=True`` they live in buffers too, which the next call overwrites
     (as with CUDA graphs): then a step allocates no arrays at all, and a value kept
-    across calls must be copied."""
+    across calls must be copied.
+
+    On CuPy the replay is captured into a CUDA graph on its second call and launched with
+    one call afterwards (``cuda_graph=False`` turns that off); where capture is impossible
+    it replays without one and warns once with the reason."""
     if fn is None:
-        return lambda f: Compiled(f, max_cache, static_outputs)
-    return Compiled(fn, max_cache, static_outputs)
+        return lambda f: Compiled(f, max_cache, static_outputs, cuda_graph)
+    return Compiled(fn, max_cache, static_outputs, cuda_graph)

@@ -289,6 +289,7 @@ class Tracer:
         self.instructions: list[Instruction] = []
         self.n_slots = 0
         self.sources: list[tuple] = []  # (slot, kind, where...) for arrays and numbers read from outside
+        self.numbers: set[int] = set()  # slots holding Python numbers (the rest hold arrays)
         self.source_meta: dict[int, Any] = {}  # slot -> what the source looked like when first read
         self.values: dict[int, Any] = {}  # slot -> its value in the traced call (to fold constants)
         self.by_id: dict[int, TraceArray] = {}  # id(real array) -> its proxy (one slot per outside array)
@@ -322,6 +323,7 @@ class Tracer:
 
     def source_scalar(self, value: Any, kind: str, *where: Any) -> TraceScalar:
         s = TraceScalar(value, self.new_slot(), self)
+        self.numbers.add(s.slot)
         self.sources.append((s.slot, kind, *where))
         self.source_meta[s.slot] = type(value)
         return s
@@ -358,6 +360,7 @@ class Tracer:
             return t, "one", t.slot
         if isinstance(value, (bool, int, float)) and any(isinstance(a, TraceScalar) for a in args):
             s = TraceScalar(value, self.new_slot(), self)
+            self.numbers.add(s.slot)
             return s, "one", s.slot
         if isinstance(value, tuple) and all(_is_backend_array(v) for v in value):
             ts = [TraceArray(v, self.new_slot(), self) for v in value]
@@ -418,7 +421,9 @@ class Tracer:
 
 def _meta(a: Any) -> tuple:
     """What a replay assumes about an array: its type, shape, dtype and device."""
-    return (type(a), tuple(a.shape), str(a.dtype), str(getattr(a, "device", None)))
+    device = getattr(a, "device", None)
+    # cheap and hashable: checked on every replay (NumPy's device is the string "cpu")
+    return (a.__class__, a.shape, a.dtype, device if device.__class__ is str else str(device))
 
 
 def _is_backend_array(x: Any) -> bool:

@@ -1,6 +1,8 @@
 """Median time per training step of the seed network (784 -> 72 tanh -> 10, logistic
-loss, forward + backward + SGD update) for agrad, hand-written backprop on the same
-backend (the floor), PyTorch eager and HIPS autograd (when installed).
+loss, forward + backward + SGD update) for agrad (eager and agrad.compile), hand-written
+backprop on the same backend (the floor: on NumPy the best in-place step with out=
+buffers, beside the plain one), PyTorch eager (and with CUDA graphs on a GPU) and HIPS
+autograd (when installed).
 
     python benchmarks/mlp_step.py                      # numpy, all batch sizes, both dtypes
     python benchmarks/mlp_step.py --backend cupy       # GPU: agrad vs hand-written CuPy vs torch CUDA
@@ -43,12 +45,15 @@ def run(backend, batches, dtypes, rounds, target_seconds, contenders_wanted):
         w = common.initial_weights(dtype)
         for n in batches:
             x, y = common.batch(n, dtype)
-            floor = common.HandWritten(w, x, y, backend)
+            # The floor: the best hand-written step (in place, out= buffers) on NumPy; the
+            # plain hand-written step on CuPy.
+            floor = (common.HandWrittenInPlace if backend == "numpy" else common.HandWritten)(w, x, y, backend)
             ref = floor.host_grads()
-            others = [common.Agrad(w, x, y, backend)]
-            for cls in (common.Torch, common.HipsAutograd):
-                if cls.name in contenders_wanted and common.available(cls, backend) and (
-                        backend == "numpy" or cls is common.Torch):
+            others = [common.Agrad(w, x, y, backend), common.AgradCompiled(w, x, y, backend)]
+            if backend == "numpy":
+                others.insert(0, common.HandWritten(w, x, y, backend))
+            for cls in (common.Torch, common.TorchCudaGraph, common.HipsAutograd):
+                if _wanted(cls, backend, contenders_wanted):
                     others.append(cls(w, x, y, backend))
             wrong = check_gradients(others, ref, rtol=1e-3 if dtype == "float32" else 1e-9)
             timed = [floor] + [c for c in others if c.name not in wrong]
@@ -64,7 +69,7 @@ def run(backend, batches, dtypes, rounds, target_seconds, contenders_wanted):
             per = (time.perf_counter() - t0) / 5
             steps = max(3, int(target_seconds / max(per, 1e-6)))
             med = common.time_rounds(timed, steps, rounds)
-            fwd = _forward_share(others[0], steps, backend)
+            fwd = _forward_share(next(c for c in others if c.name == "agrad"), steps, backend)
             for name in [c.name for c in [floor] + others]:
                 rows.append({
                     "backend": backend, "dtype": dtype, "batch": n, "contender": name,
@@ -75,6 +80,14 @@ def run(backend, batches, dtypes, rounds, target_seconds, contenders_wanted):
                 })
             print(_row_text(rows[-len(others) - 1:]), flush=True)
     return rows
+
+
+def _wanted(cls, backend, contenders_wanted):
+    if cls.name.split()[0] not in contenders_wanted or not common.available(cls, backend):
+        return False
+    if cls is common.TorchCudaGraph:  # CUDA graphs need a GPU; HIPS autograd is NumPy only
+        return backend == "cupy"
+    return backend == "numpy" or cls is not common.HipsAutograd
 
 
 def _forward_share(a, steps, backend):

@@ -201,3 +201,105 @@ def test_the_replay_allocates_no_arrays_in_steady_state():
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak - before > 4 * smallest
+
+
+# ----------------------------------------------------------------------- CUDA graphs
+# On CuPy a replay is captured as a CUDA graph (the tests above run that way on a GPU).
+# Here a stand-in capture runs the same machinery on NumPy: what the graph records is
+# re-run at each launch, writing where it wrote at capture, as a graph's kernels do.
+
+
+def _stand_in_capture(body, outside):
+    saved = [a.copy() for a in outside]
+    result = body()
+    for a, s in zip(outside, saved):  # a capture records the work without running it
+        a[...] = s
+    fixed = list(result)
+    launches = []
+
+    def launch():
+        launches.append(1)
+        for r, new in zip(fixed, body()):
+            if new is not r:
+                r[...] = new  # a graph writes to the addresses of its capture
+
+    launch.launches = launches
+    return launch, result
+
+
+@pytest.fixture
+def stand_in_graphs(monkeypatch):
+    monkeypatch.setattr(agrad.backend, "graph_capturer", lambda xp: _stand_in_capture)
+
+
+def _program(compiled):
+    (programs,) = [p for p in compiled.programs.values() if p[0].replays]
+    return programs[0]
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+@pytest.mark.parametrize("static_outputs", [False, True])
+def test_a_graph_replay_is_bit_identical_to_eager(kind, static_outputs, stand_in_graphs):
+    x, y = (agrad.tensor(a) for a in _data(lambda a, dtype: np.asarray(a, dtype=dtype)))
+    m1, o1 = _model_and_optimizer(kind, None)
+    m2, o2 = _model_and_optimizer(kind, None)
+    eager, compiled = _step(m1, o1), agrad.compile(_step(m2, o2), static_outputs=static_outputs)
+    s1, s2 = lr_scheduler.CosineAnnealingLR(o1, T_max=8), lr_scheduler.CosineAnnealingLR(o2, T_max=8)
+    losses = []
+    for _ in range(8):
+        l1, l2 = eager(x, y), compiled(x, y)
+        assert l1.numpy().tobytes() == l2.numpy().tobytes()
+        losses.append((l1, l2))
+        s1.step()  # a changing learning rate reaches the graph through a device scalar
+        s2.step()
+    program = _program(compiled)
+    assert program.graph_reason.startswith("launched as a CUDA graph"), program.graph_reason
+    assert "fill" in program.graph.parts.source  # the learning rate (and Adam's corrections)
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        np.testing.assert_array_equal(a.grad.numpy(), b.grad.numpy())
+    if not static_outputs:  # outputs kept from earlier calls are theirs, not the graph's memory
+        assert all(l1.numpy().tobytes() == l2.numpy().tobytes() for l1, l2 in losses)
+
+
+def test_arrays_replaced_from_outside_make_a_new_capture(stand_in_graphs):
+    x, y = (agrad.tensor(a) for a in _data(lambda a, dtype: np.asarray(a, dtype=dtype)))
+    m1, o1 = _model_and_optimizer("sgd", None)
+    m2, o2 = _model_and_optimizer("sgd", None)
+    eager, compiled = _step(m1, o1), agrad.compile(_step(m2, o2))
+    for i in range(7):
+        if i == 4:  # e.g. a checkpoint loaded: new arrays behind the parameters
+            state = {k: v * 0.5 for k, v in m1.state_dict().items()}
+            m1.load_state_dict(state)
+            m2.load_state_dict(state)
+        assert eager(x, y).numpy().tobytes() == compiled(x, y).numpy().tobytes()
+    program = _program(compiled)
+    assert program.graph.captures == 2
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_capture_that_fails_falls_back_with_the_reason(monkeypatch):
+    def refuse(body, outside):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(agrad.backend, "graph_capturer", lambda xp: refuse)
+    x, y = (agrad.tensor(a) for a in _data(lambda a, dtype: np.asarray(a, dtype=dtype)))
+    m1, o1 = _model_and_optimizer("adam", None)
+    m2, o2 = _model_and_optimizer("adam", None)
+    eager, compiled = _step(m1, o1), agrad.compile(_step(m2, o2))
+    with pytest.warns(UserWarning, match="without a CUDA graph: the capture failed.*not permitted"):
+        for _ in range(4):
+            assert eager(x, y).numpy().tobytes() == compiled(x, y).numpy().tobytes()
+    assert "without a CUDA graph" in _program(compiled).graph_reason
+    assert compiled(x, y).numpy().tobytes() == eager(x, y).numpy().tobytes()
+
+
+def test_cuda_graph_false_and_backends_without_graphs_replay_plainly(stand_in_graphs):
+    x, y = (agrad.tensor(a) for a in _data(lambda a, dtype: np.asarray(a, dtype=dtype)))
+    model, opt = _model_and_optimizer("sgd", None)
+    compiled = agrad.compile(_step(model, opt), cuda_graph=False)
+    for _ in range(4):
+        compiled(x, y)
+    program = _program(compiled)
+    assert program.graph is None and "off" in program.graph_reason
