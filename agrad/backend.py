@@ -656,6 +656,8 @@ def out_function(fn: Any, xp: ArrayNamespace) -> Any:
         return getattr(module, _OPERATOR_UFUNCS[name])
     if fn is getattr(xp, "matmul", None):
         return module.matmul
+    if fn is _matmul_by_reduction:
+        return fn
     for reduction in ("sum", "max", "min", "mean"):
         if fn is getattr(xp, reduction, None):
             return getattr(module, reduction)
@@ -676,6 +678,36 @@ def is_elementwise(fn: Any, xp: ArrayNamespace) -> bool:
     if isinstance(out_function(fn, xp), ufunc_type):
         return True
     return getattr(fn, "__module__", None) == "_operator" and getattr(fn, "__name__", "") in _IN_PLACE_ARITHMETIC
+
+
+def capturable(fn: Any, xp: ArrayNamespace, operands: list) -> Any:
+    """A function computing what ``fn`` computes on ``operands`` that a CUDA graph capture
+    can record, where ``fn`` itself cannot be; None where ``fn`` is fine as it is.
+
+    CuPy refuses every cuBLAS call during a stream capture, so a matrix product there is a
+    reduction kernel over the broadcast product (the same sums in another order: results
+    agree with cuBLAS to rounding, not bit for bit)."""
+    if xp.name != "cupy" or fn is not getattr(xp, "matmul", None):
+        return None
+    if len(operands) != 2 or any(getattr(o, "ndim", 0) < 2 for o in operands) or \
+            operands[0].dtype != operands[1].dtype:
+        return None  # (vector products and mixed dtypes keep cuBLAS: such a graph falls back)
+    return _matmul_by_reduction
+
+
+_MATMUL_KERNEL: list = []
+
+
+def _matmul_by_reduction(x: Any, w: Any, out: Any = None) -> Any:
+    """``x @ w`` for arrays of 2 or more dimensions, without cuBLAS: the product
+    ``x[..., i, k] * w[..., k, j]`` over the broadcast (..., i, k, j), summed over k."""
+    import cupy
+
+    if not _MATMUL_KERNEL:
+        _MATMUL_KERNEL.append(cupy.ReductionKernel("T x, T w", "T y", "x * w", "a + b", "y = a", "0",
+                                                   "agrad_matmul_by_reduction"))
+    nd = max(x.ndim, w.ndim) + 1
+    return _MATMUL_KERNEL[0](x[..., :, :, None], w[..., None, :, :], axis=nd - 2, out=out)
 
 
 def device_scalar(xp: ArrayNamespace, dtype: Any, like: Any) -> Any:

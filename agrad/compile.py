@@ -110,7 +110,10 @@ class _GraphReplay:
         if self.launch is None or any(a is not b for a, b in zip(sources, self.captured_sources)):
             if self.captures >= self.MAX_CAPTURES:
                 raise _NoGraph(f"the arrays it reads were replaced {self.captures} times (each needs a new capture)")
-            self._capture(args, sources)
+            try:
+                self._capture(args, sources)
+            except Exception as exc:  # a capture records and runs nothing: replaying without it is safe
+                raise _NoGraph(f"the capture failed ({type(exc).__name__}: {exc})") from exc
         for buffer, a in zip(self.static_args, args):
             if buffer is not None:
                 buffer[...] = a
@@ -223,18 +226,25 @@ class _Program:
 
     def run(self, args: Any) -> Any:
         self.replays += 1
-        if self.graph is not None:
+        if self.graph is not None and self.replays == 1:
             try:
-                outs = self.graph(args) if self.replays > 1 else self.graph.warm_up(args)
-            except _NoGraph as exc:
+                outs = self.graph.warm_up(args)
+            except Exception as exc:
+                # It may have updated some state already: running the step again would apply
+                # it twice, so this call fails (the next ones replay without a graph).
+                self._no_graph(f"its first run failed ({type(exc).__name__}: {exc})")
+                raise CompileError(f"agrad.compile: {self.name}: the first replay prepared for a CUDA graph failed "
+                                   f"part way ({type(exc).__name__}: {exc}); parameters or optimizer state may be "
+                                   f"partly updated. Later calls replay without a graph (or pass "
+                                   f"cuda_graph=False)") from exc
+        elif self.graph is not None:
+            try:
+                outs = self.graph(args)
+            except _NoGraph as exc:  # raised before anything ran
                 self._no_graph(str(exc))
                 outs = self.replay(args)
-            except Exception as exc:  # a capture the driver refuses: replay without a graph
-                self._no_graph(f"the capture failed ({type(exc).__name__}: {exc})")
-                outs = self.replay(args)
             else:
-                if self.graph.captures:
-                    self.graph_reason = f"launched as a CUDA graph (captured {self.graph.captures} time(s))"
+                self.graph_reason = f"launched as a CUDA graph (captured {self.graph.captures} time(s))"
         else:
             outs = self.replay(args)
         for effect in self.effects:
@@ -400,21 +410,27 @@ def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
                                        f"{getattr(ins.fn, '__name__', ins.fn)}, whose launch a CUDA graph would "
                                        f"freeze")
                     scalar_dtype = tracer.values[outs[0]].dtype
-            fn_name = f"f{i}"
+            prefix = "g" if graph else ""  # the graph's functions are its own: the plain replay keeps its
+            fn_name = f"{prefix}f{i}"
             env[fn_name] = ins.fn
+            fn = ins.fn
+            if graph:  # what a CUDA graph can record in place of fn (CuPy refuses cuBLAS calls in a capture)
+                operands = [tracer.value_of(k) for k in _slots_in(ins.args)]
+                fn = backend.capturable(ins.fn, out_xp, operands) or ins.fn
+                env[fn_name] = fn
             call_args = [expr(a, scalar_dtype) for a in ins.args] + \
                 [f"{k}={expr(v, scalar_dtype)}" for k, v in ins.kwargs.items()]
             buffered = (ins.out_kind == "one" and ins.mutates is None
                         and (outs[0] not in escaping or outs[0] in reusable or graph)
-                        and backend.out_function(ins.fn, out_xp) is not None
+                        and backend.out_function(fn, out_xp) is not None
                         and _is_backend_array(tracer.values.get(outs[0])) and hasattr(tracer.values[outs[0]], "ndim"))
             into = host if on_host else arrays
             if buffered:  # computed into its own buffer, allocated once (NumPy and CuPy)
                 k = outs[0]
-                env[f"o{i}"] = backend.out_function(ins.fn, out_xp)
+                env[f"{prefix}o{i}"] = backend.out_function(fn, out_xp)
                 if f"b{k}" not in env:
                     env[f"b{k}"] = out_xp.empty_like(out_xp.asarray(tracer.values[k]))
-                into.append(f"v{k} = o{i}({', '.join(call_args)}, out=b{k})")
+                into.append(f"v{k} = {prefix}o{i}({', '.join(call_args)}, out=b{k})")
             elif ins.out_kind == "one":
                 into.append(f"v{outs[0]} = {fn_name}({', '.join(call_args)})")
             elif ins.out_kind == "tuple":

@@ -290,6 +290,7 @@ class Tracer:
         self.n_slots = 0
         self.sources: list[tuple] = []  # (slot, kind, where...) for arrays and numbers read from outside
         self.numbers: set[int] = set()  # slots holding Python numbers (the rest hold arrays)
+        self.source_values: dict[int, Any] = {}  # slot -> the outside array it was read from
         self.source_meta: dict[int, Any] = {}  # slot -> what the source looked like when first read
         self.values: dict[int, Any] = {}  # slot -> its value in the traced call (to fold constants)
         self.by_id: dict[int, TraceArray] = {}  # id(real array) -> its proxy (one slot per outside array)
@@ -319,6 +320,7 @@ class Tracer:
         self.keep.append(value)
         self.sources.append((t.slot, kind, *where))
         self.source_meta[t.slot] = _meta(value)
+        self.source_values[t.slot] = value
         return t
 
     def source_scalar(self, value: Any, kind: str, *where: Any) -> TraceScalar:
@@ -327,6 +329,10 @@ class Tracer:
         self.sources.append((s.slot, kind, *where))
         self.source_meta[s.slot] = type(value)
         return s
+
+    def value_of(self, slot: int) -> Any:
+        """A slot's value in the traced call (None for parts of tuple results)."""
+        return self.values.get(slot, self.source_values.get(slot))
 
     # ----------------------------------------------------------------- recording
     def _spec(self, x: Any) -> Any:
