@@ -48,7 +48,7 @@ import warnings
 from typing import Any, Callable
 
 from . import backend, dtypes, tape, tracing, tree
-from .optim.optimizers import optimizer_structure
+from .optim.optimizers import optimizer_structure, structure_stamp
 from .tensor import Tensor
 from .tracing import CompileError, TraceArray, Tracer, TraceScalar, _is_backend_array, _meta, _Slot
 
@@ -580,6 +580,10 @@ class Compiled:
                 out_spec.append((False, o))
                 outputs.append(o)
         writes = _restore(tracer, final=True)
+        if any(created for *_, created in tracer.state_owners):
+            # This call created optimizer state (a first step): it ran eagerly, and the next
+            # such call must create fresh state too, so it is traced again, not replayed.
+            return tree.unflatten(out_def, outputs)
         program = _Program(tracer, arg_slots, out_def, out_spec, writes, _guards(tracer), list(tracer.effects),
                            self.static_outputs, self.cuda_graph, getattr(self, "__name__", "function"))
         programs = self.programs.setdefault(key, [])
@@ -603,9 +607,30 @@ def _guards(tracer: Tracer) -> list:
                            else None, expected))
     for t in tracer.grad_free:
         guards.append((lambda t=t: t.grad is None, True))
-    for opt, structure in zip(tracer.optimizers, tracer.optimizer_entry_structure):
-        guards.append((lambda o=opt: optimizer_structure(o), structure))
+    guards.append((tracing.attributes_version, tracing.attributes_version()))  # no module attribute replaced since
+    guards.extend(tracer.extra_guards)
+    for opt, pid, state, _ in tracer.state_owners:  # the state dicts a replay reads and writes are still its own
+        guards.append((lambda o=opt, k=pid, s=state: o.state.get(k) is s, True))
+    for opt, structure, stamp in zip(tracer.optimizers, tracer.optimizer_entry_structure, tracer.optimizer_entry_stamp):
+        guards.append((_OptimizerGuard(opt, structure, stamp), True))
     return guards
+
+
+class _OptimizerGuard:
+    """Whether an optimizer's structure (state keys, hyperparameters but the learning rate)
+    is what the trace met; the full comparison runs only when its cheap stamp moved."""
+
+    def __init__(self, opt: Any, structure: tuple, stamp: tuple) -> None:
+        self.opt, self.structure, self.stamp = opt, structure, stamp
+
+    def __call__(self) -> bool:
+        stamp = structure_stamp(self.opt)
+        if stamp == self.stamp:
+            return True
+        if optimizer_structure(self.opt) == self.structure:
+            self.stamp = stamp
+            return True
+        return False
 
 
 def _restore(tracer: Tracer, final: bool) -> list:

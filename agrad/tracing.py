@@ -32,6 +32,19 @@ _VALUE_HELP = ("a compiled function must be a fixed sequence of array operations
 _TRACER: "Tracer | None" = None
 
 
+_ATTRIBUTES_REPLACED = [0]  # bumped whenever a Module attribute is replaced (nn.Module.__setattr__)
+
+
+def attribute_replaced() -> None:
+    """A module attribute (a parameter, a submodule, a hyperparameter) was replaced: a
+    compiled function may have baked the old one in, so its replays must retrace."""
+    _ATTRIBUTES_REPLACED[0] += 1
+
+
+def attributes_version() -> int:
+    return _ATTRIBUTES_REPLACED[0]
+
+
 def active() -> "Tracer | None":
     """The tracer running in this process, or None."""
     return _TRACER
@@ -302,6 +315,12 @@ class Tracer:
         self.grad_free_ids: set[int] = set()
         self.effects: list[Callable[[], None]] = []  # Python updates a replay repeats (an optimizer's step count)
         self.optimizer_entry_structure: list[tuple] = []  # per optimizer, as the trace first met it
+        self.optimizer_entry_stamp: list[tuple] = []
+        # (optimizer, id(parameter), its state dict, created by this call): a replay writes into
+        # those dicts, so they must still be the optimizer's; a call that creates state is
+        # not replayed (the next such call creates fresh dicts, as eager code does)
+        self.state_owners: list[tuple] = []
+        self.extra_guards: list[tuple] = []  # (check, expected) pairs layers add (Dropout's mode)
         self.cleared: list[Any] = []  # Tensors whose gradient the function itself set to None (zero_grad)
         self.cleared_ids: set[int] = set()
 

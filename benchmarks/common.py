@@ -92,20 +92,22 @@ class HandWrittenInPlace:
             raise RuntimeError("the in-place hand-written step is NumPy code")
         self.p = {k: v.copy() for k, v in weights.items()}
         self.x, self.y = x, y
-        n, (_, d_h, d_out) = x.shape[0], SIZES
-        dt = weights["W1"].dtype
-        self.h, self.f = np.empty((n, d_h), dt), np.empty((n, d_out), dt)
-        self.m, self.s = np.empty((n, 1), dt), np.empty((n, 1), dt)
-        self.e, self.onehot = np.empty((n, d_out), dt), np.empty((n, d_out), dt)
-        self.hit = np.empty((n, d_out), bool)
-        self.classes = np.arange(d_out)
-        self.dh, self.da = np.empty((n, d_h), dt), np.empty((n, d_h), dt)
+        self.classes = np.arange(SIZES[-1])
         self.g = {k: np.empty_like(v) for k, v in weights.items()}
+        self.buffers = {}  # batch size -> the step's buffers (a last, smaller batch gets its own)
         self.backend = backend_name
+
+    def _buffers(self, n):
+        if n not in self.buffers:
+            (_, d_h, d_out), dt = SIZES, self.p["W1"].dtype
+            self.buffers[n] = (np.empty((n, d_h), dt), np.empty((n, d_out), dt), np.empty((n, 1), dt),
+                               np.empty((n, d_out), dt), np.empty((n, 1), dt), np.empty((n, d_out), dt),
+                               np.empty((n, d_out), bool), np.empty((n, d_h), dt), np.empty((n, d_h), dt))
+        return self.buffers[n]
 
     def step(self):
         p, g, x = self.p, self.g, self.x
-        h, f, m, e, s, onehot = self.h, self.f, self.m, self.e, self.s, self.onehot
+        h, f, m, e, s, onehot, self.hit, self.dh, self.da = self._buffers(x.shape[0])
         np.matmul(x, p["W1"], out=h)
         h += p["b1"]
         np.tanh(h, out=h)

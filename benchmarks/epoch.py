@@ -1,6 +1,7 @@
-"""Wall time and peak memory of full MNIST epochs (batch 128, float32) for agrad,
-hand-written NumPy backprop and PyTorch, each in its own process; and agrad's resident
-memory after 10,000 steps against after 100 (the tape must not leak).
+"""Wall time and peak memory of full MNIST epochs (batch 128, float32) for agrad (eager
+and compiled), hand-written NumPy backprop (in place and plain) and PyTorch, each in its
+own process; and agrad's resident memory after 10,000 steps against after 100 (the tape
+must not leak).
 
     python benchmarks/epoch.py [--data-dir ../shared/data/mnist] [--epochs 2]
 """
@@ -35,7 +36,8 @@ def child(contender: str, data_dir: str, epochs: int, leak_steps: int) -> dict:
     w = common.initial_weights("float32")
     n = len(train)
     order_rng = np.random.default_rng(0)
-    first = {"agrad": common.Agrad, "hand-written": common.HandWritten, "pytorch": common.Torch}[contender]
+    first = {"agrad": common.Agrad, "agrad compiled": common.AgradCompiled, "hand-written": common.HandWritten,
+             "hand-written in-place": common.HandWrittenInPlace, "pytorch": common.Torch}[contender]
     runner = first(w, train.images[:128], train.labels[:128], "numpy")
     times = []
     base_rss = rss_mb()
@@ -64,6 +66,8 @@ def _set_batch(runner, contender, x, y):
 
     if contender == "agrad":
         runner.x, runner.y = agrad.Tensor(x), agrad.Tensor(y)
+    elif contender == "agrad compiled":
+        runner.xr, runner.yr = x, y
     elif contender == "pytorch":
         runner.x, runner.y = runner.torch.from_numpy(x), runner.torch.from_numpy(y)
     else:
@@ -81,13 +85,13 @@ def main():
         print(json.dumps(child(args.child, args.data_dir, args.epochs, args.leak_steps)))
         return
     rows = []
-    for contender in ("hand-written", "agrad", "pytorch"):
+    for contender in ("hand-written in-place", "hand-written", "agrad", "agrad compiled", "pytorch"):
         if contender == "pytorch":
             try:
                 import torch  # noqa: F401
             except ImportError:
                 continue
-        leak = args.leak_steps if contender == "agrad" else 0
+        leak = args.leak_steps if contender.startswith("agrad") else 0
         res = subprocess.run([sys.executable, __file__, "--child", contender, "--data-dir", args.data_dir,
                               "--epochs", str(args.epochs), "--leak-steps", str(leak)],
                              capture_output=True, text=True, check=True)
@@ -98,7 +102,7 @@ def main():
         print(f"| {r['contender']} | {min(r['epoch_seconds']):.3f} | {r['peak_rss_mb']:.0f} |")
     for r in rows:
         if "rss_after_100_mb" in r:
-            print(f"\nagrad resident memory: {r['rss_after_100_mb']:.1f} MB after 100 steps, "
+            print(f"\n{r['contender']} resident memory: {r['rss_after_100_mb']:.1f} MB after 100 steps, "
                   f"{r['rss_after_steps_mb']:.1f} MB after {r['leak_steps']} steps")
 
 

@@ -335,3 +335,37 @@ def test_a_first_graph_replay_failing_part_way_is_an_error_not_a_silent_second_s
     before = [p.numpy().copy() for p in model.parameters()]
     compiled(x, y)  # replays without a graph from now on
     assert any((p.numpy() != b).any() for p, b in zip(model.parameters(), before))
+
+
+def test_a_changed_hyperparameter_or_reset_state_retraces():
+    x, y = (agrad.tensor(a) for a in _data(lambda a, dtype: np.asarray(a, dtype=dtype)))
+    m1, o1 = _model_and_optimizer("sgd", None)
+    m2, o2 = _model_and_optimizer("sgd", None)
+    eager, compiled = _step(m1, o1), agrad.compile(_step(m2, o2))
+    for i in range(8):
+        if i == 3:  # a hyperparameter the replay bakes in
+            o1.param_groups[0]["momentum"] = o2.param_groups[0]["momentum"] = 0.5
+        if i == 5:  # state dropped (as after loading a fresh optimizer state)
+            o1.load_state_dict({**o1.state_dict(), "state": {}})
+            o2.load_state_dict({**o2.state_dict(), "state": {}})
+        _same(compiled(x, y), eager(x, y))
+    assert compiled.traces == 5  # first step, steady state, new momentum, no state, steady state again
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        _same(b, a)
+
+
+def test_replaced_module_attributes_and_modes_retrace():
+    x = agrad.tensor(np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32))
+    agrad.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Dropout(0.5), nn.Tanh())
+    model.eval()
+    f = lambda x: agrad.sum(model(x))  # noqa: E731
+    c = agrad.compile(f)
+    _same(c(x), f(x))
+    _same(c(x), f(x))
+    model[0].weight = nn.Parameter(np.ones((6, 5), np.float32))  # a new parameter object
+    _same(c(x), f(x))
+    assert c.traces == 2
+    model.train()  # dropout is live again: not a replay of the eval-mode program
+    with pytest.raises(agrad.CompileError, match="Dropout"):
+        c(x)

@@ -50,6 +50,8 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         value = _registrable(type(self).__name__, name, value)
+        if name in self.__dict__ and name != "training":
+            tracing.attribute_replaced()  # compiled functions that baked the old value retrace
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         if isinstance(value, Parameter):

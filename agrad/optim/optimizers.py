@@ -42,6 +42,8 @@ class ParamGroup(dict):
                 f"(or set the rate) outside it: every replay reads the group's current learning rate")
         if key != "params":
             value = self._optimizer.validate(key, value)
+        if key not in ("lr", "initial_lr"):
+            self._optimizer._structure_version += 1  # what a compiled step bakes in changed
         super().__setitem__(key, value)
 
 
@@ -56,6 +58,7 @@ class Optimizer:
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], defaults: dict[str, Any]) -> None:
         self.defaults = {k: self.validate(k, v) for k, v in defaults.items()}
+        self._structure_version = 0  # bumped whenever optimizer_structure() may change
         self.param_groups: list[ParamGroup] = []
         self.state: dict[int, dict[str, Any]] = {}  # id(parameter) -> its state
         self.steps = 0
@@ -130,6 +133,7 @@ class Optimizer:
                 state = self.state.get(id(p))
                 if state is None:
                     state = self.state[id(p)] = {}
+                    self._structure_version += 1
                     self.init_state(xp, p._data, state)
                 p._data = self.update(xp, p._data, p.grad._data, state, group)
                 p._version += 1  # graphs recorded before this step must not use the updated values
@@ -141,6 +145,7 @@ class Optimizer:
             tracer.optimizers.append(self)
             tracer.effects.append(self._count_step)
             tracer.optimizer_entry_structure.append(optimizer_structure(self))  # before this step changes it
+            tracer.optimizer_entry_stamp.append(structure_stamp(self))
         self.steps += 1
         for group in self.param_groups:
             view = dict(group)
@@ -151,9 +156,12 @@ class Optimizer:
                 tracer.adopt_tensor(p)
                 xp = backend.namespace_of((p._data, p.grad._data), type(self).__name__)
                 state = self.state.get(id(p))
-                if state is None:
+                created = state is None
+                if created:
                     state = self.state[id(p)] = {}
+                    self._structure_version += 1
                     self.init_state(xp, p._data, state)
+                tracer.state_owners.append((self, id(p), state, created))
                 tracer.adopt_state(state)
                 p._data = self.update(xp, p._data, p.grad._data, state, view)
                 p._version += 1
@@ -193,6 +201,7 @@ class Optimizer:
                 if k != "params":
                     group[k] = v
         self.state = {}
+        self._structure_version += 1
         for key, st in state_dict["state"].items():
             p = params[int(key)]
             self.state[id(p)] = {k: _onto_param(v, p) for k, v in st.items()}
@@ -206,6 +215,13 @@ def optimizer_structure(opt: Optimizer) -> tuple:
     hyper = tuple(tuple(sorted((k, repr(v)) for k, v in g.items() if k not in ("params", "lr", "initial_lr")))
                   for g in opt.param_groups)
     return state, hyper
+
+
+def structure_stamp(opt: Optimizer) -> tuple:
+    """A cheap stand-in for :func:`optimizer_structure`: while it is unchanged, so is the
+    structure (agrad.compile checks it on every replay, and the full structure only when
+    it moved)."""
+    return opt._structure_version, len(opt.state), tuple(len(g["params"]) for g in opt.param_groups)
 
 
 def _onto_param(value: Any, p: Tensor) -> Any:
