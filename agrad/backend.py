@@ -98,7 +98,19 @@ def _numpy_namespace() -> ArrayNamespace:
     ns.max = _fast_reduction(np.maximum, cnp.max)
     ns.min = _fast_reduction(np.minimum, cnp.min)
     ns.mean = _fast_mean(cnp.mean)
+    ns.expand_dims = _fast_expand_dims(cnp.expand_dims)
     return ns
+
+
+def _fast_expand_dims(fallback):
+    def expand_dims(x, /, *, axis=0):
+        n = x.ndim
+        if axis.__class__ is int and -n - 1 <= axis <= n:  # a view by indexing: a tenth of np.expand_dims
+            return x[(slice(None),) * (axis if axis >= 0 else axis + n + 1) + (None,)]
+        return fallback(x, axis=axis)  # its error for a bad axis
+
+    expand_dims.__doc__ = fallback.__doc__
+    return expand_dims
 
 
 def _fast_mean(fallback):
@@ -660,6 +672,8 @@ def out_function(fn: Any, xp: ArrayNamespace) -> Any:
         return fn
     for reduction in ("sum", "max", "min", "mean"):
         if fn is getattr(xp, reduction, None):
+            if xp.name == "numpy":  # the ufunc reductions eager code calls, minus np.sum's wrapper layers
+                return _REDUCTIONS_INTO[reduction]
             return getattr(module, reduction)
     if fn is getattr(xp, "astype", None):
         return _astype_into(module)
@@ -753,6 +767,29 @@ def _capture_cuda_graph(body: Callable[[], Any], outside: list) -> tuple[Callabl
 
     launch.keep_alive = (graph, stream, pool)  # type: ignore[attr-defined]
     return launch, result
+
+
+def _reduction_into(ufunc: Any, fallback: Any) -> Any:
+    reduce = ufunc.reduce
+
+    def into(x: Any, /, *, axis: Any = None, keepdims: bool = False, out: Any = None) -> Any:
+        if x.dtype.kind in "fc":  # as _fast_reduction computes it, into ``out``
+            return reduce(x, axis=axis, keepdims=keepdims, out=out)
+        return fallback(x, axis=axis, keepdims=keepdims, out=out)
+
+    return into
+
+
+def _mean_into(x: Any, /, *, axis: Any = None, keepdims: bool = False, out: Any = None) -> Any:
+    if x.dtype.kind not in "fc":
+        return np.mean(x, axis=axis, keepdims=keepdims, out=out)
+    np.add.reduce(x, axis=axis, keepdims=keepdims, out=out)  # then divided as _fast_mean divides
+    count = x.size // max(out.size, 1) if x.size else 0
+    return np.true_divide(out, count, out=out) if count else np.multiply(out, np.nan, out=out)
+
+
+_REDUCTIONS_INTO = {"sum": _reduction_into(np.add, np.sum), "max": _reduction_into(np.maximum, np.max),
+                    "min": _reduction_into(np.minimum, np.min), "mean": _mean_into}
 
 
 def _astype_into(module: Any) -> Any:

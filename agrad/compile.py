@@ -50,7 +50,7 @@ from typing import Any, Callable
 from . import backend, dtypes, tape, tracing, tree
 from .optim.optimizers import optimizer_structure, structure_stamp
 from .tensor import Tensor
-from .tracing import CompileError, TraceArray, Tracer, TraceScalar, _is_backend_array, _meta, _Slot
+from .tracing import CompileError, TraceArray, Tracer, TraceScalar, _is_array_scalar, _is_backend_array, _meta, _Slot
 
 __all__ = ["compile", "CompileError", "Compiled"]
 
@@ -166,8 +166,9 @@ class _Program:
     guards that say when it may be replayed."""
 
     def __init__(self, tracer: Tracer, arg_slots: list, out_def: Any, out_spec: list, writes: list,
-                 guards: list, effects: list, static_outputs: bool, cuda_graph: bool, name: str) -> None:
-        self.out_def, self.guards, self.effects, self.name = out_def, guards, effects, name
+                 guards: Callable[[], bool], effects: list, static_outputs: bool, cuda_graph: bool, name: str) -> None:
+        self.out_def, self.effects, self.name = out_def, effects, name
+        self.matches = guards  # () -> whether this program may replay now
         self.single_output = out_def.kind == "leaf"
         # Results written back where the next call reads them (parameters, optimizer state, a
         # gradient that is accumulated into) never live in a reused buffer: the next call
@@ -218,11 +219,6 @@ class _Program:
             out.append(holder._data if kind == "tensor" else holder.grad._data if kind == "grad" else holder[key])
         return out
 
-    def matches(self) -> bool:
-        for check, expected in self.guards:
-            if check() != expected:
-                return False
-        return True
 
     def run(self, args: Any) -> Any:
         self.replays += 1
@@ -287,6 +283,77 @@ def _outs(ins: Any) -> list[int]:
     if ins.out_kind == "tuple":
         return list(ins.outs)
     return []
+
+
+def _array_valued(value: Any) -> bool:
+    """An array result (or a NumPy scalar, NumPy's 0-d result), which may be computed into a buffer."""
+    return (_is_backend_array(value) and hasattr(value, "ndim")) or _is_array_scalar(value)
+
+
+def _buffer_key(value: Any) -> tuple:
+    """Buffers are shared only between results of the same shape, dtype, device and layout."""
+    return (value.shape, value.dtype, str(getattr(value, "device", None)), getattr(value, "strides", None))
+
+
+def _share_buffers(instructions: list, calls: dict, escaping: set, fresh: set, values: dict,
+                   elementwise: Callable[[Any], bool]) -> dict[int, int]:
+    """Which buffer each buffered result computes into, named by the slot that first used it:
+    a buffer whose value (and every view of it) is dead is reused by a later result of the
+    same kind, as hand-written code reuses its scratch arrays (less memory, warmer caches).
+    An elementwise operation may write over an input it is the last reader of; a result that
+    outlives the call (returned, written back) keeps a buffer of its own."""
+    roots: dict[int, set] = {}  # slot -> the buffered results whose memory it may be (views, in place)
+    last_use: dict[int, int] = {}  # buffered result -> the last instruction reading it or a view of it
+    pinned: set[int] = set()
+    for i, (_, buffered) in calls.items():
+        ins = instructions[i]
+        ins_slots = _slots_in(ins.args) + _slots_in(ins.kwargs)
+        for k in ins_slots:
+            for r in roots.get(k, ()):
+                last_use[r] = i
+        outs = _outs(ins)
+        if buffered:
+            reach = {outs[0]}
+        elif ins.mutates is not None:
+            reach = set(roots.get(ins.mutates, ()))
+        elif set(outs) & fresh:
+            reach = set()
+        else:  # maybe a view of its inputs
+            reach = {r for k in ins_slots for r in roots.get(k, ())}
+        for o in outs:
+            roots[o] = reach
+            if o in escaping:
+                pinned |= reach
+    buffer_of: dict[int, int] = {}
+    free: dict[tuple, list[int]] = {}  # kind -> buffers (named by slot) whose value is dead
+    dying: dict[int, list[int]] = {}  # instruction -> buffered results last read there
+    for r, i in last_use.items():
+        dying.setdefault(i, []).append(r)
+    for i, (fn, buffered) in calls.items():
+        ins = instructions[i]
+        if buffered:
+            k = ins.outs
+            kind = _buffer_key(values[k])
+            chosen = None
+            if k not in pinned:
+                if free.get(kind):
+                    chosen = free[kind].pop()
+                elif elementwise(fn):  # write over an input read last here, read only as itself
+                    args = _slots_in(ins.args) + _slots_in(ins.kwargs)
+                    for a in args:
+                        if a in buffer_of and roots.get(a) == {a} and a not in pinned and last_use.get(a) == i \
+                                and _buffer_key(values[a]) == kind \
+                                and not any(a in roots.get(o, ()) for o in args if o != a):
+                            chosen = buffer_of[a]
+                            dying[i].remove(a)
+                            break
+            buffer_of[k] = k if chosen is None else chosen
+            if k not in last_use and k not in pinned:  # never read: free at once
+                free.setdefault(kind, []).append(buffer_of[k])
+        for r in dying.get(i, ()):
+            if r not in pinned and r in buffer_of:
+                free.setdefault(_buffer_key(values[r]), []).append(buffer_of[r])
+    return buffer_of
 
 
 def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, returned: list,
@@ -393,9 +460,27 @@ def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
                 into.append(f"v{slot} = h{slot}[key{slot}]")
             else:  # "const": an array captured by the function, the same object each call
                 into.append(f"v{slot} = h{slot}")
+        # What each kept instruction calls, and whether it computes into a buffer of its own.
+        calls: dict[int, tuple[Any, bool]] = {}
         for i, ins in enumerate(instructions):
             if not keep[i]:
                 continue
+            outs = _outs(ins)
+            fn = ins.fn
+            if graph:  # what a CUDA graph can record in place of fn (CuPy refuses cuBLAS calls in a capture)
+                operands = [tracer.value_of(k) for k in _slots_in(ins.args)]
+                fn = backend.capturable(ins.fn, out_xp, operands) or ins.fn
+            buffered = (ins.out_kind == "one" and ins.mutates is None
+                        and (outs[0] not in escaping or outs[0] in reusable or graph)
+                        and backend.out_function(fn, out_xp) is not None
+                        and _array_valued(tracer.values.get(outs[0])))
+            calls[i] = fn, buffered
+        buffer_of = _share_buffers(instructions, calls, escaping, fresh, tracer.values,
+                                   lambda fn: backend.is_elementwise(fn, out_xp))
+        for i, ins in enumerate(instructions):
+            if i not in calls:
+                continue
+            fn, buffered = calls[i]
             outs = _outs(ins)
             on_host = graph and bool(outs) and all(o in numbers for o in outs)
             if on_host and any(k not in numbers for k in _slots_in(ins.args) + _slots_in(ins.kwargs)):
@@ -412,25 +497,16 @@ def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
                     scalar_dtype = tracer.values[outs[0]].dtype
             prefix = "g" if graph else ""  # the graph's functions are its own: the plain replay keeps its
             fn_name = f"{prefix}f{i}"
-            env[fn_name] = ins.fn
-            fn = ins.fn
-            if graph:  # what a CUDA graph can record in place of fn (CuPy refuses cuBLAS calls in a capture)
-                operands = [tracer.value_of(k) for k in _slots_in(ins.args)]
-                fn = backend.capturable(ins.fn, out_xp, operands) or ins.fn
-                env[fn_name] = fn
+            env[fn_name] = fn
             call_args = [expr(a, scalar_dtype) for a in ins.args] + \
                 [f"{k}={expr(v, scalar_dtype)}" for k, v in ins.kwargs.items()]
-            buffered = (ins.out_kind == "one" and ins.mutates is None
-                        and (outs[0] not in escaping or outs[0] in reusable or graph)
-                        and backend.out_function(fn, out_xp) is not None
-                        and _is_backend_array(tracer.values.get(outs[0])) and hasattr(tracer.values[outs[0]], "ndim"))
             into = host if on_host else arrays
-            if buffered:  # computed into its own buffer, allocated once (NumPy and CuPy)
-                k = outs[0]
+            if buffered:  # computed into a buffer allocated once (NumPy and CuPy), shared once dead
+                k, b = outs[0], buffer_of[outs[0]]
                 env[f"{prefix}o{i}"] = backend.out_function(fn, out_xp)
-                if f"b{k}" not in env:
-                    env[f"b{k}"] = out_xp.empty_like(out_xp.asarray(tracer.values[k]))
-                into.append(f"v{k} = {prefix}o{i}({', '.join(call_args)}, out=b{k})")
+                if f"b{b}" not in env:
+                    env[f"b{b}"] = out_xp.empty_like(out_xp.asarray(tracer.values[b]))
+                into.append(f"v{k} = {prefix}o{i}({', '.join(call_args)}, out=b{b})")
             elif ins.out_kind == "one":
                 into.append(f"v{outs[0]} = {fn_name}({', '.join(call_args)})")
             elif ins.out_kind == "tuple":
@@ -517,12 +593,14 @@ class Compiled:
         self.traces = 0
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs or any(isinstance(a, (list, tuple, dict)) for a in args):
+        try:  # positional arrays, Tensors and numbers: the common case, kept cheap
+            if kwargs:
+                raise CompileError("keyword arguments")
+            leaves, treedef, signature = args, len(args), tuple(map(_leaf_signature, args))
+        except CompileError:  # containers (or a bad argument, which raises again below)
             leaves, treedef = tree.flatten((args, kwargs))
-        else:  # positional leaves: the common case, kept cheap
-            leaves, treedef = args, len(args)
-        key = (treedef, tuple(map(_leaf_signature, leaves)), tape.is_grad_enabled(), backend.get_backend(),
-               dtypes.get_default_dtype())
+            signature = tuple(map(_leaf_signature, leaves))
+        key = (treedef, signature, tape.is_grad_enabled(), backend.get_backend(), dtypes.get_default_dtype())
         for program in self.programs.get(key, []):
             if program.matches():
                 return program.run([leaf._data if isinstance(leaf, Tensor) else leaf for leaf in leaves])
@@ -592,28 +670,63 @@ class Compiled:
         return tree.unflatten(out_def, outputs)
 
 
-def _guards(tracer: Tracer) -> list:
-    """(check, expected) pairs: a replay needs each check to give what it gave at trace time."""
-    guards = []
-    for slot, kind, *where in tracer.sources:  # as each was when the trace first read it
+def _guards(tracer: Tracer) -> Callable[[], bool]:
+    """One generated function saying whether a replay may run: every outside array the trace
+    read (and where it found none) is as the trace met it, nothing it baked in changed."""
+    env: dict[str, Any] = {"_meta": _meta, "_replaced": tracing._ATTRIBUTES_REPLACED}
+    checks = []
+
+    def array_check(i: int, expr: str, expected: tuple) -> str:
+        """``expr`` is an array of the class, shape, dtype and device in ``expected``
+        (inlined: the common case costs attribute reads, not calls)."""
+        cls, shape, dtype, device = expected
+        env[f"c{i}"], env[f"s{i}"], env[f"d{i}"], env[f"e{i}"] = cls, shape, dtype, expected
+        ns = backend._BY_TYPE.get(cls)
+        same = f"(a := {expr}).__class__ is c{i} and a.shape == s{i} and a.dtype == d{i}"
+        return same if ns is not None and not ns.multi_device else f"{same} and _meta(a) == e{i}"
+
+    for i, (slot, kind, *where) in enumerate(tracer.sources):  # as each was when the trace first read it
         expected = tracer.source_meta.get(slot)
+        env[f"t{i}"] = where[0]
         if kind == "tensor":
-            guards.append((lambda t=where[0]: _meta(t._data), expected))
+            checks.append(array_check(i, f"t{i}._data", expected))
         elif kind == "grad":
-            guards.append((lambda t=where[0]: None if t.grad is None else _meta(t.grad._data), expected))
+            checks.append(f"t{i}.grad is None" if expected is None else
+                          f"(g := t{i}.grad) is not None and {array_check(i, 'g._data', expected)}")
         elif kind == "dict":
-            d, k = where
-            guards.append((lambda d=d, k=k: (_meta(d[k]) if _is_backend_array(d[k]) else type(d[k])) if k in d
-                           else None, expected))
-    for t in tracer.grad_free:
-        guards.append((lambda t=t: t.grad is None, True))
-    guards.append((tracing.attributes_version, tracing.attributes_version()))  # no module attribute replaced since
-    guards.extend(tracer.extra_guards)
-    for opt, pid, state, _ in tracer.state_owners:  # the state dicts a replay reads and writes are still its own
-        guards.append((lambda o=opt, k=pid, s=state: o.state.get(k) is s, True))
-    for opt, structure, stamp in zip(tracer.optimizers, tracer.optimizer_entry_structure, tracer.optimizer_entry_stamp):
-        guards.append((_OptimizerGuard(opt, structure, stamp), True))
-    return guards
+            env[f"k{i}"], env[f"e{i}"] = where[1], expected
+            env[f"q{i}"] = lambda d=where[0], k=where[1]: ((_meta(d[k]) if _is_backend_array(d[k]) else type(d[k]))
+                                                          if k in d else None)
+            checks.append(f"q{i}() == e{i}")
+    for i, t in enumerate(tracer.grad_free):
+        env[f"n{i}"] = t
+        checks.append(f"n{i}.grad is None")
+    checks.append(f"_replaced[0] == {tracing.attributes_version()}")  # no module attribute replaced since
+    for i, (check, expected) in enumerate(tracer.extra_guards):
+        env[f"x{i}"], env[f"xe{i}"] = check, expected
+        checks.append(f"x{i}() == xe{i}")
+    for i, (opt, pid, state, _) in enumerate(tracer.state_owners):  # the state dicts it writes are still its own
+        env[f"so{i}"], env[f"sk{i}"], env[f"sd{i}"] = opt, pid, state
+        checks.append(f"so{i}.state.get(sk{i}) is sd{i}")
+    for i, (opt, structure, stamp) in enumerate(zip(tracer.optimizers, tracer.optimizer_entry_structure,
+                                                    tracer.optimizer_entry_stamp)):
+        # The same groups holding the same parameters (a replay updates those Tensors), and
+        # while nothing bumped its structure version, the same structure; else the full check.
+        env[f"o{i}"], env[f"og{i}"] = opt, _OptimizerGuard(opt, structure, stamp)
+        same = [f"len(o{i}.param_groups) == {len(opt.param_groups)}"]
+        for j, group in enumerate(opt.param_groups):
+            env[f"pg{i}_{j}"] = group
+            same.append(f"o{i}.param_groups[{j}] is pg{i}_{j} "
+                        f"and len(P := pg{i}_{j}['params']) == {len(group['params'])}")
+            for k, param in enumerate(group["params"]):
+                env[f"p{i}_{j}_{k}"] = param
+                same.append(f"P[{k}] is p{i}_{j}_{k}")
+        version, n_state = stamp[0], stamp[1]
+        checks.append(" and ".join(same) +
+                      f" and (o{i}._structure_version == {version} and len(o{i}.state) == {n_state} or og{i}())")
+    source = "def matches():\n    return (" + "\n            and ".join(checks) + ")\n"
+    exec(builtins.compile(source, "<agrad.compile guards>", "exec"), env)  # noqa: S102 - our own code
+    return env["matches"]
 
 
 class _OptimizerGuard:

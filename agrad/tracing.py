@@ -380,7 +380,7 @@ class Tracer:
         return out
 
     def _wrap_result(self, value: Any, args: tuple) -> tuple[Any, str, Any]:
-        if _is_backend_array(value):
+        if _is_backend_array(value) or _is_array_scalar(value):
             t = TraceArray(value, self.new_slot(), self)
             return t, "one", t.slot
         if isinstance(value, (bool, int, float)) and any(isinstance(a, TraceScalar) for a in args):
@@ -449,6 +449,12 @@ def _meta(a: Any) -> tuple:
     device = getattr(a, "device", None)
     # cheap and hashable: checked on every replay (NumPy's device is the string "cpu")
     return (a.__class__, a.shape, a.dtype, device if device.__class__ is str else str(device))
+
+
+def _is_array_scalar(x: Any) -> bool:
+    """A NumPy scalar, what NumPy returns for a 0-d result: a value computed from arrays,
+    never a constant to bake in (np.float64 is a Python float too)."""
+    return x.__class__ not in (bool, int, float, complex) and hasattr(x, "dtype") and hasattr(x, "shape")
 
 
 def _is_backend_array(x: Any) -> bool:
