@@ -71,15 +71,16 @@ class _NoGraph(Exception):
 
 
 class _GraphParts:
-    """A replay split for a CUDA graph: ``prepare()`` computes the numbers that change
-    between calls on the host, fills their device scalars and returns the numbers among
-    the results; ``compute(args)`` is the array work (what the graph records) returning
-    the array results; ``finish(arrays + numbers)`` writes them back and builds the
-    outputs. ``results`` lists the result slots in that order."""
+    """A replay split for a CUDA graph: ``check(args)`` runs the input checks (before any
+    work); ``prepare()`` computes the numbers that change between calls on the host, fills
+    their device scalars and returns the numbers among the results; ``compute(args)`` is
+    the array work (what the graph records) returning the array results;
+    ``finish(arrays + numbers)`` writes them back and builds the outputs. ``results``
+    lists the result slots in that order."""
 
-    def __init__(self, prepare: Callable, compute: Callable, finish: Callable, results: list, n_arrays: int,
-                 source: str) -> None:
-        self.prepare, self.compute, self.finish, self.results = prepare, compute, finish, results
+    def __init__(self, check: Callable, prepare: Callable, compute: Callable, finish: Callable, results: list,
+                 n_arrays: int, source: str) -> None:
+        self.check, self.prepare, self.compute, self.finish, self.results = check, prepare, compute, finish, results
         self.n_arrays, self.source = n_arrays, source
 
 
@@ -221,6 +222,8 @@ class _Program:
 
 
     def run(self, args: Any) -> Any:
+        if self.graph is not None:
+            self.graph.parts.check(args)  # (the plain replay checks its inputs itself)
         self.replays += 1
         if self.graph is not None and self.replays == 1:
             try:
@@ -555,8 +558,22 @@ def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
         return "".join(f"    {line}\n" for line in lines)
 
     args_lines = [f"v{k} = args[{i}]" for i, k in enumerate(arg_slots) if k is not None]
+    check_lines = []  # input checks (label ranges...): before any work, so that a failing one changes nothing
+    source_reads = {slot: (kind, where) for slot, kind, *where in tracer.sources}
+    for j, (slot, check) in enumerate(tracer.input_checks):
+        env[f"check{j}"] = check
+        kind, where = source_reads[slot]
+        if kind == "arg":
+            read = f"args[{arg_slots.index(slot)}]"
+        else:
+            env[f"ch{j}"] = where[0]
+            read = {"tensor": f"ch{j}._data", "grad": f"ch{j}.grad._data", "const": f"ch{j}"}.get(kind)
+            if read is None:
+                env[f"chkey{j}"] = where[1]
+                read = f"ch{j}[chkey{j}]"
+        check_lines.append(f"check{j}({read})")
     host, arrays, _ = lower(graph=False)
-    plain_source = "def replay(args):\n" + body(args_lines + host + arrays + finish(name))
+    plain_source = "def replay(args):\n" + body(check_lines + args_lines + host + arrays + finish(name))
     exec(builtins.compile(plain_source, "<agrad.compile replay>", "exec"), env)  # noqa: S102 - our own code
     replay = env["replay"]
     graph_parts = None
@@ -570,11 +587,12 @@ def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
             def listing(slots: list) -> str:
                 return "return [" + "".join(name(k) + ", " for k in slots) + "]"
 
-            source = ("def prepare():\n" + body(host + fills + [listing(number_results)]) +
+            source = ("def check(args):\n" + body(check_lines + ["return None"]) +
+                      "def prepare():\n" + body(host + fills + [listing(number_results)]) +
                       "def compute(args):\n" + body(args_lines + arrays + [listing(array_results)]) +
                       "def finish(res):\n" + body(finish(lambda k: f"res[{position[k]}]")))
             exec(builtins.compile(source, "<agrad.compile graph replay>", "exec"), env)  # noqa: S102
-            graph_parts = _GraphParts(env["prepare"], env["compute"], env["finish"], list(position),
+            graph_parts = _GraphParts(env["check"], env["prepare"], env["compute"], env["finish"], list(position),
                                       len(array_results), source)
     return replay, plain_source, graph_parts
 

@@ -252,7 +252,7 @@ class RecordingNamespace:
         if name.startswith("__"):
             raise AttributeError(name)
         target = getattr(self._home, name)
-        if name in _STATIC or not callable(target):
+        if name in _STATIC or not callable(target) or isinstance(target, type):  # (NumPy's dtypes are classes)
             if name in ("linalg", "fft") and target is not None:
                 return RecordingNamespace._sub(self._tracer, target, self._home)
             return target
@@ -321,6 +321,7 @@ class Tracer:
         # not replayed (the next such call creates fresh dicts, as eager code does)
         self.state_owners: list[tuple] = []
         self.extra_guards: list[tuple] = []  # (check, expected) pairs layers add (Dropout's mode)
+        self.input_checks: list[tuple] = []  # (slot, check): run on that input's array before each replay
         self.cleared: list[Any] = []  # Tensors whose gradient the function itself set to None (zero_grad)
         self.cleared_ids: set[int] = set()
 
@@ -341,6 +342,16 @@ class Tracer:
         self.source_meta[t.slot] = _meta(value)
         self.source_values[t.slot] = value
         return t
+
+    def check_input(self, proxy: Any, check: Callable[[Any], None], what: str) -> None:
+        """Run ``check`` (which raises on bad values) on the array behind ``proxy`` now and
+        before every replay, ahead of any work: an argument's or outside array's values
+        checked as eager code checks them. Values computed inside the function cannot be."""
+        if not isinstance(proxy, TraceArray) or proxy.slot not in self.source_values:
+            raise CompileError(f"agrad.compile: {what} needs the values of an array computed inside the compiled "
+                               f"function; {_VALUE_HELP}")
+        check(proxy.value)
+        self.input_checks.append((proxy.slot, check))
 
     def source_scalar(self, value: Any, kind: str, *where: Any) -> TraceScalar:
         s = TraceScalar(value, self.new_slot(), self)
@@ -387,7 +398,7 @@ class Tracer:
             s = TraceScalar(value, self.new_slot(), self)
             self.numbers.add(s.slot)
             return s, "one", s.slot
-        if isinstance(value, tuple) and all(_is_backend_array(v) for v in value):
+        if isinstance(value, tuple) and all(_is_backend_array(v) or _is_array_scalar(v) for v in value):
             ts = [TraceArray(v, self.new_slot(), self) for v in value]
             return type(value)(*ts) if hasattr(value, "_fields") else tuple(ts), "tuple", tuple(t.slot for t in ts)
         if isinstance(value, (bool, int, float, str)) or value is None:

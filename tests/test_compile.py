@@ -464,3 +464,73 @@ def test_zero_d_results_with_python_numbers_are_recomputed_each_call(fn, on_back
         x = on_backend(np.random.default_rng(seed).standard_normal((4, 3)))
         _same(compiled(x), fn(x), on_backend)
     assert compiled.traces == 1
+
+
+def test_label_checks_run_before_every_replay(monkeypatch):
+    x, y = (agrad.tensor(a) for a in _data(lambda a, dtype: np.asarray(a, dtype=dtype)))
+    for graphs in (False, True):
+        if graphs:
+            monkeypatch.setattr(agrad.backend, "graph_capturer", lambda xp: _stand_in_capture)
+        m1, o1 = _model_and_optimizer("sgd", None)
+        m2, o2 = _model_and_optimizer("sgd", None)
+
+        def natural(model, opt):
+            def step(x, y):
+                opt.zero_grad()
+                loss = nn.logistic_loss(model(x), y)  # check_labels=True, the default
+                loss.backward()
+                opt.step()
+                return loss
+            return step
+        eager, compiled = natural(m1, o1), agrad.compile(natural(m2, o2))
+        for i in range(5):
+            if i == 3:
+                bad = agrad.tensor(np.where(np.arange(16) == 5, 3, y.numpy()))
+                before = [p.numpy().copy() for p in m2.parameters()]
+                with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+                    compiled(x, bad)
+                assert all((p.numpy() == b).all() for p, b in zip(m2.parameters(), before))  # nothing ran
+            _same(compiled(x, y), eager(x, y))
+        assert compiled.traces == 2
+        for a, b in zip(m1.parameters(), m2.parameters()):
+            _same(b, a)
+
+
+def test_labels_computed_inside_cannot_be_checked():
+    x = agrad.tensor(np.ones((4, 3), np.float32))
+    f = agrad.compile(lambda x, y: nn.logistic_loss(x, y % 3))
+    with pytest.raises(agrad.CompileError, match="check_labels=False"):
+        f(x, agrad.tensor(np.arange(4)))
+    g = agrad.compile(lambda x, y: nn.logistic_loss(x, y % 3, check_labels=False))
+    _same(g(x, agrad.tensor(np.arange(4))), nn.logistic_loss(x, agrad.tensor(np.arange(4) % 3)))
+
+
+def test_every_registered_op_compiles(on_backend):
+    """Each primitive's gradient-check cases (tests/op_cases.py: found from the registry, so a
+    new op cannot escape), value and gradient compiled: the replay on new inputs gives what
+    eager code gives."""
+    from agrad.tape import REGISTRY
+
+    from .op_cases import cases
+
+    all_cases = cases(np.random.default_rng(0))
+    assert set(REGISTRY) <= set(all_cases)
+    for name in sorted(all_cases):
+        for f, host, _ in all_cases[name]:
+            wrt = tuple(i for i, h in enumerate(host) if h.dtype.kind == "f")
+
+            def loss(*xs, f=f):
+                leaves = [v for v in agrad.tree.flatten(f(*xs))[0]
+                          if isinstance(v, agrad.Tensor) and agrad.isdtype(v.dtype, "real floating")]
+                return sum(agrad.sum(v * v) for v in leaves)
+
+            def both(*xs, f=f, loss=loss, wrt=wrt):
+                return f(*xs), (agrad.grad(loss, argnums=wrt)(*xs) if wrt else None)
+
+            compiled = agrad.compile(both)
+            for scale in (1.0, 1.0 + 1e-3, 1.0):  # trace, then replays on other values
+                xs = [on_backend(h * scale) if h.dtype.kind == "f" else on_backend(h, dtype=None) for h in host]
+                expected, actual = both(*xs), compiled(*xs)
+                for a, e in zip(agrad.tree.flatten(actual)[0], agrad.tree.flatten(expected)[0]):
+                    _same(a, e, on_backend)
+            assert compiled.traces == 1, name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .. import backend, ops
+from .. import backend, ops, tracing
 from ..tape import Primitive
 from ..tensor import Tensor
 
@@ -69,11 +69,26 @@ def logistic_loss(logits: Any, labels: Any, check_labels: bool = True) -> Tensor
     if xp is None or not xp.isdtype(lab.dtype, "integral"):
         raise TypeError(f"agrad.nn.logistic_loss: labels must be an integer array, got {backend.describe(lab)}")
     if check_labels and shape[0]:
-        lo, hi = int(xp.min(lab)), int(xp.max(lab))
-        if lo < 0 or hi >= shape[1]:
-            raise ValueError(f"agrad.nn.logistic_loss: labels must lie in [0, {shape[1]}), got values in "
-                             f"[{lo}, {hi}]")
+        check = _label_range_check(shape[1])
+        tracer = tracing.active()
+        if tracer is None:
+            check(lab)
+        else:  # agrad.compile: checked before every replay, as eager code checks every call
+            if not isinstance(lab, tracing.TraceArray):
+                lab = tracer.source_array(lab, "const", lab)  # an array from outside: read afresh each call
+            tracer.check_input(lab, check, "logistic_loss's label check (check_labels=True; pass check_labels=False "
+                                           "for labels computed inside the function)")
     return logistic_loss_p(logits, lab)
+
+
+def _label_range_check(n_classes: int):
+    def check(labels: Any) -> None:
+        xp = backend.namespace_of((labels,), "logistic_loss")
+        lo, hi = int(xp.min(labels)), int(xp.max(labels))
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(f"agrad.nn.logistic_loss: labels must lie in [0, {n_classes}), got values in "
+                             f"[{lo}, {hi}]")
+    return check
 
 
 cross_entropy = logistic_loss
