@@ -55,6 +55,9 @@ from .tracing import CompileError, TraceArray, Tracer, TraceScalar, _is_array_sc
 __all__ = ["compile", "CompileError", "Compiled"]
 
 
+_PYTHON_VALUES = (bool, int, float, str, type(None))
+
+
 def _leaf_signature(x: Any) -> tuple:
     if isinstance(x, Tensor):
         return ("tensor", _meta(x._data), x.requires_grad)
@@ -108,6 +111,8 @@ class _GraphReplay:
 
     def __call__(self, args: list) -> list:
         sources = self.program.read_sources()
+        if any(a is s for a in args for s in sources):  # the graph would read a copy of it, not it
+            raise _NoGraph("an argument is also an array it reads from outside (a parameter, a gradient)")
         if self.launch is None or any(a is not b for a, b in zip(sources, self.captured_sources)):
             if self.captures >= self.MAX_CAPTURES:
                 raise _NoGraph(f"the arrays it reads were replaced {self.captures} times (each needs a new capture)")
@@ -167,9 +172,10 @@ class _Program:
     guards that say when it may be replayed."""
 
     def __init__(self, tracer: Tracer, arg_slots: list, out_def: Any, out_spec: list, writes: list,
-                 guards: Callable[[], bool], effects: list, static_outputs: bool, cuda_graph: bool, name: str) -> None:
+                 guards: Callable[[list], bool], effects: list, static_outputs: bool, cuda_graph: bool,
+                 name: str) -> None:
         self.out_def, self.effects, self.name = out_def, effects, name
-        self.matches = guards  # () -> whether this program may replay now
+        self.matches = guards  # (raw arguments) -> whether this program may replay now
         self.single_output = out_def.kind == "leaf"
         # Results written back where the next call reads them (parameters, optimizer state, a
         # gradient that is accumulated into) never live in a reused buffer: the next call
@@ -618,10 +624,15 @@ class Compiled:
         except CompileError:  # containers (or a bad argument, which raises again below)
             leaves, treedef = tree.flatten((args, kwargs))
             signature = tuple(map(_leaf_signature, leaves))
+        raw = [leaf._data if isinstance(leaf, Tensor) else leaf for leaf in leaves]
+        if len(raw) > 1:  # which arguments are one array: a trace bakes that in
+            ids = [id(r) for r in raw if r.__class__ not in _PYTHON_VALUES]
+            if len(set(ids)) < len(ids):
+                signature += (tuple(ids.index(i) for i in ids),)
         key = (treedef, signature, tape.is_grad_enabled(), backend.get_backend(), dtypes.get_default_dtype())
         for program in self.programs.get(key, []):
-            if program.matches():
-                return program.run([leaf._data if isinstance(leaf, Tensor) else leaf for leaf in leaves])
+            if program.matches(raw):
+                return program.run(raw)
         return self._trace(key, args, kwargs)
 
     def _trace(self, key: tuple, args: tuple, kwargs: dict) -> Any:
@@ -688,7 +699,7 @@ class Compiled:
         return tree.unflatten(out_def, outputs)
 
 
-def _guards(tracer: Tracer) -> Callable[[], bool]:
+def _guards(tracer: Tracer) -> Callable[[list], bool]:
     """One generated function saying whether a replay may run: every outside array the trace
     read (and where it found none) is as the trace met it, nothing it baked in changed."""
     env: dict[str, Any] = {"_meta": _meta, "_replaced": tracing._ATTRIBUTES_REPLACED}
@@ -742,7 +753,15 @@ def _guards(tracer: Tracer) -> Callable[[], bool]:
         version, n_state = stamp[0], stamp[1]
         checks.append(" and ".join(same) +
                       f" and (o{i}._structure_version == {version} and len(o{i}.state) == {n_state} or og{i}())")
-    source = "def matches():\n    return (" + "\n            and ".join(checks) + ")\n"
+    for i, (arg, kind, where) in enumerate(tracer.arg_aliases):  # still the same array as that argument
+        env[f"al{i}"] = where[0]
+        read = {"tensor": f"al{i}._data", "grad": f"(al{i}.grad._data if al{i}.grad is not None else None)",
+                "const": f"al{i}"}.get(kind)
+        if read is None:
+            env[f"alk{i}"] = where[1]
+            read = f"al{i}.get(alk{i})"
+        checks.append(f"{read} is args[{arg}]")
+    source = "def matches(args):\n    return (" + "\n            and ".join(checks) + ")\n"
     exec(builtins.compile(source, "<agrad.compile guards>", "exec"), env)  # noqa: S102 - our own code
     return env["matches"]
 

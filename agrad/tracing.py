@@ -321,6 +321,10 @@ class Tracer:
         # not replayed (the next such call creates fresh dicts, as eager code does)
         self.state_owners: list[tuple] = []
         self.extra_guards: list[tuple] = []  # (check, expected) pairs layers add (Dropout's mode)
+        self.arg_index: dict[int, int] = {}  # slot -> argument position, for the arguments
+        # (argument position, kind, where): the function also reads that argument's array from
+        # outside (as a parameter...); a replay needs the same to hold
+        self.arg_aliases: list[tuple] = []
         self.input_checks: list[tuple] = []  # (slot, check): run on that input's array before each replay
         self.cleared: list[Any] = []  # Tensors whose gradient the function itself set to None (zero_grad)
         self.cleared_ids: set[int] = set()
@@ -334,11 +338,16 @@ class Tracer:
         """The proxy of an array that comes from outside the trace (read afresh at replay)."""
         found = self.by_id.get(id(value))
         if found is not None:
+            arg = self.arg_index.get(found.slot)
+            if arg is not None and kind != "arg":  # an argument that is also read from outside (a parameter)
+                self.arg_aliases.append((arg, kind, where))
             return found
         t = TraceArray(value, self.new_slot(), self)
         self.by_id[id(value)] = t
         self.keep.append(value)
         self.sources.append((t.slot, kind, *where))
+        if kind == "arg":
+            self.arg_index[t.slot] = where[0]
         self.source_meta[t.slot] = _meta(value)
         self.source_values[t.slot] = value
         return t

@@ -15,7 +15,8 @@ A case is drawn from one seed:
 
 Each level is checked against central finite differences of the level below it
 (Richardson-extrapolated, float64, on the host), so a mismatch names the first level
-that is wrong. Inner transforms close over values the outer ones trace, and outer
+that is wrong; the whole tower is then run under agrad.compile, traced and replayed at
+other points, against its eager values bit for bit. Inner transforms close over values the outer ones trace, and outer
 levels differentiate arguments the inner ones do not: exactly the compositions where
 perturbation confusion and lost sensitivities hide.
 
@@ -600,6 +601,27 @@ def check_case(case: Case, backend_name: str = "numpy", device: Any = None) -> s
             if not (abs(got - want) <= tol):
                 return (f"level {k} ({lv.describe()}) gives {got!r}, finite differences give {want!r} "
                         f"(their error estimate {fd_error:.2g})\n{case.describe()}")
+        return _check_compiled(towers[-1], case, backend_name, device)
+    return None
+
+
+def _check_compiled(S: Callable, case: Case, backend_name: str, device: Any) -> str | None:
+    """The whole tower under agrad.compile gives what it gives eagerly, when traced and when
+    replayed at other points (bit for bit; to rounding on CuPy, whose CUDA graphs compute
+    matrix products without cuBLAS)."""
+    compiled = agrad.compile(S)
+    one_array = [case.aliased] * 3 + [not case.aliased]  # then the other way: not a replay of the first
+    for shift, aliased in zip((0.0, 0.05, -0.03, 0.02), one_array):
+        if aliased and case.x.shape != case.y.shape:
+            continue
+        x = B.from_numpy(case.x + shift, backend=backend_name, device=device)
+        y = x if aliased else B.from_numpy((case.x if case.aliased else case.y) - shift, backend=backend_name,
+                                           device=device)
+        want, got = B.to_numpy(_raw(S(x, y))), B.to_numpy(_raw(compiled(x, y)))
+        same = want.tobytes() == got.tobytes() if backend_name != "cupy" else \
+            np.allclose(want, got, rtol=1e-12, atol=1e-12, equal_nan=True)
+        if not same or want.dtype != got.dtype:
+            return f"compiled gives {got!r}, eager gives {want!r} (inputs shifted by {shift})\n{case.describe()}"
     return None
 
 

@@ -534,3 +534,39 @@ def test_every_registered_op_compiles(on_backend):
                 for a, e in zip(agrad.tree.flatten(actual)[0], agrad.tree.flatten(expected)[0]):
                     _same(a, e, on_backend)
             assert compiled.traces == 1, name
+
+
+def test_aliased_arguments_are_part_of_the_signature(on_backend):
+    f = lambda x, y: agrad.sum(x * 2.0 + y)  # noqa: E731
+    compiled = agrad.compile(f)
+    a, b = on_backend(np.ones(3)), on_backend(np.zeros(3))
+    for x, y in [(a, a), (a, b), (b, a), (b, b), (a.data, a.data), (a.data, b.data)]:
+        _same(compiled(x, y), f(x, y), on_backend)
+    assert compiled.traces == 4  # one array twice, two arrays; for Tensors and raw arrays
+
+
+@pytest.mark.filterwarnings("ignore:agrad.compile:UserWarning")  # (a graph reads copies: it falls back)
+@pytest.mark.parametrize("graphs", [False, True])
+def test_an_argument_that_is_also_a_parameter(graphs, monkeypatch):
+    if graphs:
+        monkeypatch.setattr(agrad.backend, "graph_capturer", lambda xp: _stand_in_capture)
+    agrad.manual_seed(0)
+    m1, m2 = nn.Linear(3, 2), nn.Linear(3, 2)
+    m2.load_state_dict(m1.state_dict())
+    o1, o2 = agrad.optim.SGD(m1.parameters(), lr=0.1), agrad.optim.SGD(m2.parameters(), lr=0.1)
+
+    def step(model, opt):
+        def f(w):  # the argument is read after the update: through the alias it sees it
+            opt.zero_grad()
+            loss = agrad.sum(model(agrad.ones((4, 3))) ** 2)
+            loss.backward()
+            opt.step()
+            return loss + agrad.sum(w * w)
+        return f
+    eager, compiled = step(m1, o1), agrad.compile(step(m2, o2))
+    other = np.ones((3, 2), np.float32)
+    mine = (m1.weight.data, m2.weight.data)
+    for w1, w2 in [mine, mine, (other, other), (other, other), mine, (other, other)]:
+        _same(compiled(w2), eager(w1))
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        _same(b, a)
