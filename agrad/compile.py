@@ -176,6 +176,7 @@ class _Program:
                  name: str) -> None:
         self.out_def, self.effects, self.name = out_def, effects, name
         self.matches = guards  # (raw arguments) -> whether this program may replay now
+        self.accepts: Callable[[tuple], list | None] | None = None  # set by Compiled: the fast signature check
         self.single_output = out_def.kind == "leaf"
         # Results written back where the next call reads them (parameters, optimizer state, a
         # gradient that is accumulated into) never live in a reused buffer: the next call
@@ -615,9 +616,17 @@ class Compiled:
         self.cuda_graph = cuda_graph
         self.programs: dict[tuple, list[_Program]] = {}
         self.traces = 0
+        self._last: _Program | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        try:  # positional arrays, Tensors and numbers: the common case, kept cheap
+        last = self._last
+        if last is not None and last.accepts is not None and not kwargs:
+            # The program the last call ran, when these arguments have exactly the signature
+            # it was traced for (what the cache key below says, checked without building it)
+            raw = last.accepts(args)
+            if raw is not None and last.matches(raw):
+                return last.run(raw)
+        try:  # positional arrays, Tensors and numbers
             if kwargs:
                 raise CompileError("keyword arguments")
             leaves, treedef, signature = args, len(args), tuple(map(_leaf_signature, args))
@@ -632,6 +641,7 @@ class Compiled:
         key = (treedef, signature, tape.is_grad_enabled(), backend.get_backend(), dtypes.get_default_dtype())
         for program in self.programs.get(key, []):
             if program.matches(raw):
+                self._last = program
                 return program.run(raw)
         return self._trace(key, args, kwargs)
 
@@ -693,10 +703,55 @@ class Compiled:
             return tree.unflatten(out_def, outputs)
         program = _Program(tracer, arg_slots, out_def, out_spec, writes, _guards(tracer), list(tracer.effects),
                            self.static_outputs, self.cuda_graph, getattr(self, "__name__", "function"))
+        program.accepts = _accepts(args, kwargs, key)
         programs = self.programs.setdefault(key, [])
         programs.insert(0, program)
         del programs[self.max_cache:]
+        self._last = program
         return tree.unflatten(out_def, outputs)
+
+
+def _accepts(args: tuple, kwargs: dict, key: tuple) -> Callable[[tuple], list | None] | None:
+    """A generated check that positional arguments have exactly the signature in ``key``
+    (the classes, shapes, dtypes and devices of their arrays, their Python values, which
+    of them are one array, grad mode, backend and default dtype), returning their raw
+    arrays; None (no fast path) for containers, keyword arguments or many arguments."""
+    if kwargs or not isinstance(key[0], int) or len(args) > 8:
+        return None
+    _, signature, grad_enabled, backend_name, default_dtype = key
+    env: dict[str, Any] = {"_meta": _meta, "_mode": tape._grad_mode, "_backend": backend.get_backend,
+                           "_default_dtype": dtypes.get_default_dtype, "default_dtype": default_dtype}
+    checks = [f"len(args) == {len(args)}", f"_mode.enabled is {grad_enabled}", f"_backend() == {backend_name!r}",
+              "_default_dtype() is default_dtype"]
+    arrays = []
+    for i, (arg, sig) in enumerate(zip(args, signature)):
+        env[f"k{i}"] = arg.__class__
+        if sig[0] == "value":
+            env[f"v{i}"] = sig[2]
+            checks.append(f"(r{i} := args[{i}]).__class__ is k{i} and r{i} == v{i}")
+            continue
+        meta = sig[1]
+        env[f"c{i}"], env[f"s{i}"], env[f"d{i}"], env[f"m{i}"] = meta[0], meta[1], meta[2], meta
+        raw = f"r{i}"
+        if sig[0] == "tensor":
+            checks.append(f"(t{i} := args[{i}]).__class__ is k{i} and t{i}.requires_grad is {sig[2]}")
+            raw_expr = f"t{i}._data"
+        else:
+            raw_expr = f"args[{i}]"
+        same = f"({raw} := {raw_expr}).__class__ is c{i} and {raw}.shape == s{i} and {raw}.dtype == d{i}"
+        ns = backend._BY_TYPE.get(meta[0])
+        checks.append(same if ns is not None and not ns.multi_device else f"{same} and _meta({raw}) == m{i}")
+        arrays.append(i)
+    pattern = signature[len(args)] if len(signature) > len(args) else None  # which arrays are one
+    ids = [id(a._data if isinstance(a, Tensor) else a) for a in args]
+    for j, b in enumerate(arrays):
+        for a in arrays[:j]:
+            one = pattern is not None and ids[a] == ids[b]
+            checks.append(f"r{b} is {'' if one else 'not '}r{a}")
+    source = ("def accepts(args):\n    if not (" + "\n            and ".join(checks) + "):\n        return None\n"
+              f"    return [{', '.join(f'r{i}' for i in range(len(args)))}]\n")
+    exec(builtins.compile(source, "<agrad.compile signature>", "exec"), env)  # noqa: S102 - our own code
+    return env["accepts"]
 
 
 def _guards(tracer: Tracer) -> Callable[[list], bool]:

@@ -113,13 +113,14 @@ class HandWrittenInPlace:
         np.tanh(h, out=h)
         np.matmul(h, p["W2"], out=f)
         f += p["b2"]
-        np.max(f, axis=1, keepdims=True, out=m)
+        np.maximum.reduce(f, axis=1, keepdims=True, out=m)  # the ufunc reductions: np.max's wrapper costs us
         np.subtract(f, m, out=e)
         np.exp(e, out=e)
-        np.sum(e, axis=1, keepdims=True, out=s)
-        loss = float(np.mean(np.log(s[:, 0]) + m[:, 0] - f[np.arange(len(self.y)), self.y]))
+        np.add.reduce(e, axis=1, keepdims=True, out=s)
         np.equal(self.y[:, None], self.classes, out=self.hit)
         np.copyto(onehot, self.hit)
+        # the loss, mean(log s + m - f[y]), left as a 0-d array (converting it would sync a GPU)
+        loss = np.add.reduce(np.log(s) + m - np.add.reduce(f * onehot, axis=1, keepdims=True), axis=None) / len(s)
         df = e  # softmax - onehot, scaled, reusing e's buffer
         np.divide(e, s, out=df)
         df -= onehot

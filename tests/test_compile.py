@@ -570,3 +570,32 @@ def test_an_argument_that_is_also_a_parameter(graphs, monkeypatch):
         _same(compiled(w2), eager(w1))
     for a, b in zip(m1.parameters(), m2.parameters()):
         _same(b, a)
+
+
+def test_every_part_of_the_signature_retraces_on_the_fast_path():
+    # The last program is tried first with a generated check of the signature; each change
+    # the full cache key would see must be seen there too.
+    f = lambda x, k: agrad.sum(x * k)  # noqa: E731
+    compiled = agrad.compile(f)
+    x32 = agrad.tensor(np.ones((2, 3), np.float32))
+    calls = [(x32, 2.0), (x32, 2.0), (x32, 3.0), (agrad.tensor(np.ones((3, 3), np.float32)), 3.0),
+             (agrad.tensor(np.ones((3, 3))), 3.0), (nn.Parameter(np.ones((3, 3))), 3.0), (np.ones((3, 3)), 3.0),
+             (np.ones((3, 3)), 3)]
+    for x, k in calls:
+        _same(compiled(x, k), f(x, k))
+    assert compiled.traces == 7  # all but the repeated first call
+    with agrad.no_grad():
+        _same(compiled(np.ones((3, 3)), 3), f(np.ones((3, 3)), 3))
+    assert compiled.traces == 8
+    _same(compiled(np.ones((3, 3)), 3), f(np.ones((3, 3)), 3))  # the earlier program, found by its key
+    assert compiled.traces == 8
+    agrad.set_default_dtype(agrad.float64)
+    try:
+        _same(compiled(np.ones((3, 3)), 3), f(np.ones((3, 3)), 3))
+    finally:
+        agrad.set_default_dtype(agrad.float32)
+    assert compiled.traces == 9
+    _same(compiled(np.ones((3, 3)), 3), f(np.ones((3, 3)), 3))
+    with agrad.use_backend("array_api_strict"):  # where new arrays are created: part of the signature
+        compiled(np.ones((3, 3)), 3)
+    assert compiled.traces == 10
