@@ -129,10 +129,12 @@ class HandWrittenInPlace:
         np.multiply(h, h, out=self.da)
         np.subtract(1.0, self.da, out=self.da)
         self.da *= self.dh
-        np.matmul(h.T, df, out=g["W2"])
-        np.sum(df, axis=0, out=g["b2"])
-        np.matmul(x.T, self.da, out=g["W1"])
-        np.sum(self.da, axis=0, out=g["b1"])
+        # A batch of one makes the weight gradients outer products: NumPy's matmul is 5-6x
+        # slower than a broadcast multiply for a contraction of length 1.
+        (np.multiply if x.shape[0] == 1 else np.matmul)(h.T, df, out=g["W2"])
+        np.add.reduce(df, axis=0, out=g["b2"])
+        (np.multiply if x.shape[0] == 1 else np.matmul)(x.T, self.da, out=g["W1"])
+        np.add.reduce(self.da, axis=0, out=g["b1"])
         for k in p:
             g[k] *= LR
             p[k] -= g[k]

@@ -131,6 +131,8 @@ def cases(rng):
     # linear algebra
     c["matmul"] = [
         (lambda x, y: x @ y, [_any(rng, 3, 4), _any(rng, 4, 2)], {}),
+        (lambda x, y: x @ y, [_any(rng, 3, 1), _any(rng, 1, 2)], {}),  # a contraction of length 1
+        (lambda x, y: x @ y, [_any(rng, 2, 3, 1), _any(rng, 1, 1, 2)], {}),  # the same, batched
         (lambda x, y: x @ y, [_any(rng, 4), _any(rng, 4)], {}),
         (lambda x, y: x @ y, [_any(rng, 4), _any(rng, 2, 4, 3)], {}),
         (lambda x, y: x @ y, [_any(rng, 2, 3, 4), _any(rng, 4)], {}),
@@ -140,6 +142,7 @@ def cases(rng):
         (lambda x, w, b: agrad.linear(x, w, b), [_any(rng, 3, 4), _any(rng, 4, 2), _any(rng, 2)], {}),
         (lambda x, w: agrad.linear(x, w), [_any(rng, 2, 3, 4), _any(rng, 4, 2)], {}),
         (lambda x, w, b: agrad.linear(x, w, b), [_any(rng, 4), _any(rng, 4, 2), _any(rng, 2)], {}),
+        (lambda x, w, b: agrad.linear(x, w, b), [_any(rng, 1, 4), _any(rng, 4, 2), _any(rng, 2)], {}),  # outer
     ]
     c["matrix_transpose"] = [(agrad.matrix_transpose, [_any(rng, 2, 3, 4)], {})]
     c["tensordot"] = [(lambda x, y: agrad.tensordot(x, y, axes=([0, 2], [1, 0])),

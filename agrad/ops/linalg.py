@@ -21,6 +21,16 @@ def _matmul_vjp_x(xp, g, ans, x, y):
     return xp.matmul(g, xp.matrix_transpose(y))
 
 
+def _rows_product(xp, a, b):
+    """``a^T b`` for (..., k, n) and (..., k, m), a weight's gradient. With k == 1 (a batch
+    of one) it is an outer product, computed as one: NumPy's matmul takes 5-6x as long for a
+    contraction of length 1 (157 against 27 us for (784, 1) @ (1, 72) in float32), the same
+    values."""
+    if a.shape[-2] == 1:
+        return xp.matrix_transpose(a) * b
+    return xp.matmul(xp.matrix_transpose(a), b)
+
+
 def _matmul_vjp_y(xp, g, ans, x, y):
     if x.ndim == 1:
         if y.ndim == 1:
@@ -29,7 +39,7 @@ def _matmul_vjp_y(xp, g, ans, x, y):
     if y.ndim == 1:
         # (..., n, m) @ (m,): each batch contributes x^T g; the engine sums the batch axes.
         return xp.matmul(xp.matrix_transpose(x), xp.expand_dims(g, axis=-1))[..., 0]
-    return xp.matmul(xp.matrix_transpose(x), g)
+    return _rows_product(xp, x, g)
 
 
 _matmul = primitive("matmul", lambda xp, x, y: xp.matmul(x, y), _matmul_vjp_x, _matmul_vjp_y,
@@ -141,7 +151,7 @@ def _as_rows(xp, a):
 _linear = primitive(
     "linear", _linear_forward,
     lambda xp, g, ans, x, w, b=None: xp.matmul(g, xp.matrix_transpose(w)),
-    lambda xp, g, ans, x, w, b=None: xp.matmul(xp.matrix_transpose(_as_rows(xp, x)), _as_rows(xp, g)),
+    lambda xp, g, ans, x, w, b=None: _rows_product(xp, _as_rows(xp, x), _as_rows(xp, g)),
     lambda xp, g, ans, x, w, b=None: xp.sum(g, axis=tuple(range(g.ndim - 1))) if g.ndim > 1 else g,
     jvps=[lambda xp, t, ans, x, w, b=None: xp.matmul(t, w),
           lambda xp, t, ans, x, w, b=None: xp.matmul(x, t),
