@@ -122,7 +122,7 @@ def _fast_mean(fallback):
             out = fallback(x, axis=axis, keepdims=keepdims)  # raises the standard's error for ints
             return out if out.__class__ is ndarray else np.asarray(out)
         total = add(x, axis=axis, keepdims=keepdims)
-        count = x.size // max(total.size, 1) if x.size else 0
+        count = _mean_count(x, total)
         out = total / count if count else total * np.nan
         return out if out.__class__ is ndarray else np.asarray(out)
 
@@ -784,8 +784,14 @@ def _mean_into(x: Any, /, *, axis: Any = None, keepdims: bool = False, out: Any 
     if x.dtype.kind not in "fc":
         return np.mean(x, axis=axis, keepdims=keepdims, out=out)
     np.add.reduce(x, axis=axis, keepdims=keepdims, out=out)  # then divided as _fast_mean divides
-    count = x.size // max(out.size, 1) if x.size else 0
+    count = _mean_count(x, out)
     return np.true_divide(out, count, out=out) if count else np.multiply(out, np.nan, out=out)
+
+
+def _mean_count(x: Any, total: Any) -> int:
+    """How many elements of ``x`` each element of its sum ``total`` adds up (0: a mean of
+    nothing, nan as NumPy's)."""
+    return x.size // max(total.size, 1) if x.size else 0
 
 
 _REDUCTIONS_INTO = {"sum": _reduction_into(np.add, np.sum), "max": _reduction_into(np.maximum, np.max),

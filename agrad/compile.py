@@ -711,6 +711,16 @@ class Compiled:
         return tree.unflatten(out_def, outputs)
 
 
+def _array_check(env: dict, i: int, name: str, expr: str, expected: tuple) -> str:
+    """Generated source: ``expr`` (bound to ``name``) is an array of the class, shape, dtype
+    and device in ``expected`` (a ``_meta`` tuple), inlined so that the common case costs
+    attribute reads, not calls (one device per class: the device is not compared)."""
+    env[f"c{i}"], env[f"s{i}"], env[f"d{i}"], env[f"e{i}"] = expected[0], expected[1], expected[2], expected
+    same = f"({name} := {expr}).__class__ is c{i} and {name}.shape == s{i} and {name}.dtype == d{i}"
+    ns = backend._BY_TYPE.get(expected[0])
+    return same if ns is not None and not ns.multi_device else f"{same} and _meta({name}) == e{i}"
+
+
 def _accepts(args: tuple, kwargs: dict, key: tuple) -> Callable[[tuple], list | None] | None:
     """A generated check that positional arguments have exactly the signature in ``key``
     (the classes, shapes, dtypes and devices of their arrays, their Python values, which
@@ -730,17 +740,9 @@ def _accepts(args: tuple, kwargs: dict, key: tuple) -> Callable[[tuple], list | 
             env[f"v{i}"] = sig[2]
             checks.append(f"(r{i} := args[{i}]).__class__ is k{i} and r{i} == v{i}")
             continue
-        meta = sig[1]
-        env[f"c{i}"], env[f"s{i}"], env[f"d{i}"], env[f"m{i}"] = meta[0], meta[1], meta[2], meta
-        raw = f"r{i}"
         if sig[0] == "tensor":
             checks.append(f"(t{i} := args[{i}]).__class__ is k{i} and t{i}.requires_grad is {sig[2]}")
-            raw_expr = f"t{i}._data"
-        else:
-            raw_expr = f"args[{i}]"
-        same = f"({raw} := {raw_expr}).__class__ is c{i} and {raw}.shape == s{i} and {raw}.dtype == d{i}"
-        ns = backend._BY_TYPE.get(meta[0])
-        checks.append(same if ns is not None and not ns.multi_device else f"{same} and _meta({raw}) == m{i}")
+        checks.append(_array_check(env, i, f"r{i}", f"t{i}._data" if sig[0] == "tensor" else f"args[{i}]", sig[1]))
         arrays.append(i)
     pattern = signature[len(args)] if len(signature) > len(args) else None  # which arrays are one
     ids = [id(a._data if isinstance(a, Tensor) else a) for a in args]
@@ -760,23 +762,14 @@ def _guards(tracer: Tracer) -> Callable[[list], bool]:
     env: dict[str, Any] = {"_meta": _meta, "_replaced": tracing._ATTRIBUTES_REPLACED}
     checks = []
 
-    def array_check(i: int, expr: str, expected: tuple) -> str:
-        """``expr`` is an array of the class, shape, dtype and device in ``expected``
-        (inlined: the common case costs attribute reads, not calls)."""
-        cls, shape, dtype, device = expected
-        env[f"c{i}"], env[f"s{i}"], env[f"d{i}"], env[f"e{i}"] = cls, shape, dtype, expected
-        ns = backend._BY_TYPE.get(cls)
-        same = f"(a := {expr}).__class__ is c{i} and a.shape == s{i} and a.dtype == d{i}"
-        return same if ns is not None and not ns.multi_device else f"{same} and _meta(a) == e{i}"
-
     for i, (slot, kind, *where) in enumerate(tracer.sources):  # as each was when the trace first read it
         expected = tracer.source_meta.get(slot)
         env[f"t{i}"] = where[0]
         if kind == "tensor":
-            checks.append(array_check(i, f"t{i}._data", expected))
+            checks.append(_array_check(env, i, "a", f"t{i}._data", expected))
         elif kind == "grad":
             checks.append(f"t{i}.grad is None" if expected is None else
-                          f"(g := t{i}.grad) is not None and {array_check(i, 'g._data', expected)}")
+                          f"(g := t{i}.grad) is not None and {_array_check(env, i, 'a', 'g._data', expected)}")
         elif kind == "dict":
             env[f"k{i}"], env[f"e{i}"] = where[1], expected
             env[f"q{i}"] = lambda d=where[0], k=where[1]: ((_meta(d[k]) if _is_backend_array(d[k]) else type(d[k]))

@@ -45,6 +45,15 @@ def attributes_version() -> int:
     return _ATTRIBUTES_REPLACED[0]
 
 
+def check_values(array: Any, check: Callable[[Any], None], what: str) -> None:
+    """``check(array)`` (which raises on bad values), and under agrad.compile again before
+    every replay: how an op validates its inputs' values (see :meth:`Tracer.check_input`)."""
+    if _TRACER is None:
+        check(array)
+    else:
+        _TRACER.check_input(array, check, what)
+
+
 def active() -> "Tracer | None":
     """The tracer running in this process, or None."""
     return _TRACER
@@ -356,6 +365,8 @@ class Tracer:
         """Run ``check`` (which raises on bad values) on the array behind ``proxy`` now and
         before every replay, ahead of any work: an argument's or outside array's values
         checked as eager code checks them. Values computed inside the function cannot be."""
+        if _is_backend_array(proxy):  # an array from outside the function: read afresh each call
+            proxy = self.source_array(proxy, "const", proxy)
         if not isinstance(proxy, TraceArray) or proxy.slot not in self.source_values:
             raise CompileError(f"agrad.compile: {what} needs the values of an array computed inside the compiled "
                                f"function; {_VALUE_HELP}")

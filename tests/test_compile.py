@@ -44,6 +44,14 @@ def _model_and_optimizer(kind, device):
     return model, opt
 
 
+def _twins(kind, device=None, **compile_options):
+    """The same model and optimizer twice: (model, optimizer, eager step) and (model,
+    optimizer, compiled step)."""
+    m1, o1 = _model_and_optimizer(kind, device)
+    m2, o2 = _model_and_optimizer(kind, device)
+    return (m1, o1, _step(m1, o1)), (m2, o2, agrad.compile(_step(m2, o2), **compile_options))
+
+
 def _step(model, opt):
     def step(x, y):
         opt.zero_grad()
@@ -58,9 +66,7 @@ def _step(model, opt):
 @pytest.mark.parametrize("static_outputs", [False, True])
 def test_a_compiled_training_step_is_bit_identical_to_eager(kind, static_outputs, on_backend):
     x, y = _data(on_backend)
-    m1, o1 = _model_and_optimizer(kind, on_backend.device)
-    m2, o2 = _model_and_optimizer(kind, on_backend.device)
-    eager, compiled = _step(m1, o1), agrad.compile(_step(m2, o2), static_outputs=static_outputs)
+    (m1, o1, eager), (m2, o2, compiled) = _twins(kind, on_backend.device, static_outputs=static_outputs)
     s1, s2 = lr_scheduler.CosineAnnealingLR(o1, T_max=6), lr_scheduler.CosineAnnealingLR(o2, T_max=6)
     for _ in range(6):
         l1, l2 = eager(x, y), compiled(x, y)
@@ -254,9 +260,7 @@ def _program(compiled):
 @pytest.mark.parametrize("static_outputs", [False, True])
 def test_a_graph_replay_is_bit_identical_to_eager(kind, static_outputs, stand_in_graphs):
     x, y = (agrad.tensor(a) for a in _data(lambda a, dtype: np.asarray(a, dtype=dtype)))
-    m1, o1 = _model_and_optimizer(kind, None)
-    m2, o2 = _model_and_optimizer(kind, None)
-    eager, compiled = _step(m1, o1), agrad.compile(_step(m2, o2), static_outputs=static_outputs)
+    (m1, o1, eager), (m2, o2, compiled) = _twins(kind, static_outputs=static_outputs)
     s1, s2 = lr_scheduler.CosineAnnealingLR(o1, T_max=8), lr_scheduler.CosineAnnealingLR(o2, T_max=8)
     losses = []
     for _ in range(8):
@@ -277,9 +281,7 @@ def test_a_graph_replay_is_bit_identical_to_eager(kind, static_outputs, stand_in
 
 def test_arrays_replaced_from_outside_make_a_new_capture(stand_in_graphs):
     x, y = (agrad.tensor(a) for a in _data(lambda a, dtype: np.asarray(a, dtype=dtype)))
-    m1, o1 = _model_and_optimizer("sgd", None)
-    m2, o2 = _model_and_optimizer("sgd", None)
-    eager, compiled = _step(m1, o1), agrad.compile(_step(m2, o2))
+    (m1, o1, eager), (m2, o2, compiled) = _twins("sgd")
     for i in range(7):
         if i == 4:  # e.g. a checkpoint loaded: new arrays behind the parameters
             state = {k: v * 0.5 for k, v in m1.state_dict().items()}
@@ -298,9 +300,7 @@ def test_a_capture_that_fails_falls_back_with_the_reason(monkeypatch):
 
     monkeypatch.setattr(agrad.backend, "graph_capturer", lambda xp: refuse)
     x, y = (agrad.tensor(a) for a in _data(lambda a, dtype: np.asarray(a, dtype=dtype)))
-    m1, o1 = _model_and_optimizer("adam", None)
-    m2, o2 = _model_and_optimizer("adam", None)
-    eager, compiled = _step(m1, o1), agrad.compile(_step(m2, o2))
+    (m1, o1, eager), (m2, o2, compiled) = _twins("adam")
     with pytest.warns(UserWarning, match="without a CUDA graph: the capture failed.*not permitted"):
         for _ in range(4):
             assert eager(x, y).numpy().tobytes() == compiled(x, y).numpy().tobytes()
@@ -340,9 +340,7 @@ def test_a_first_graph_replay_failing_part_way_is_an_error_not_a_silent_second_s
 
 def test_a_changed_hyperparameter_or_reset_state_retraces():
     x, y = (agrad.tensor(a) for a in _data(lambda a, dtype: np.asarray(a, dtype=dtype)))
-    m1, o1 = _model_and_optimizer("sgd", None)
-    m2, o2 = _model_and_optimizer("sgd", None)
-    eager, compiled = _step(m1, o1), agrad.compile(_step(m2, o2))
+    (m1, o1, eager), (m2, o2, compiled) = _twins("sgd")
     for i in range(8):
         if i == 3:  # a hyperparameter the replay bakes in
             o1.param_groups[0]["momentum"] = o2.param_groups[0]["momentum"] = 0.5
@@ -374,9 +372,7 @@ def test_replaced_module_attributes_and_modes_retrace():
 
 def test_a_parameter_swapped_in_an_optimizer_group_retraces():
     x, y = (agrad.tensor(a) for a in _data(lambda a, dtype: np.asarray(a, dtype=dtype)))
-    m1, o1 = _model_and_optimizer("sgd", None)
-    m2, o2 = _model_and_optimizer("sgd", None)
-    eager, compiled = _step(m1, o1), agrad.compile(_step(m2, o2))
+    (m1, o1, eager), (m2, o2, compiled) = _twins("sgd")
     for i in range(5):
         if i == 3:  # the group's list keeps its length: the replay must not update the old Tensor
             for opt in (o1, o2):

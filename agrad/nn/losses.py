@@ -69,15 +69,8 @@ def logistic_loss(logits: Any, labels: Any, check_labels: bool = True) -> Tensor
     if xp is None or not xp.isdtype(lab.dtype, "integral"):
         raise TypeError(f"agrad.nn.logistic_loss: labels must be an integer array, got {backend.describe(lab)}")
     if check_labels and shape[0]:
-        check = _label_range_check(shape[1])
-        tracer = tracing.active()
-        if tracer is None:
-            check(lab)
-        else:  # agrad.compile: checked before every replay, as eager code checks every call
-            if not isinstance(lab, tracing.TraceArray):
-                lab = tracer.source_array(lab, "const", lab)  # an array from outside: read afresh each call
-            tracer.check_input(lab, check, "logistic_loss's label check (check_labels=True; pass check_labels=False "
-                                           "for labels computed inside the function)")
+        tracing.check_values(lab, _label_range_check(shape[1]), "logistic_loss's label check (check_labels=True; "
+                             "pass check_labels=False for labels computed inside the function)")
     return logistic_loss_p(logits, lab)
 
 
