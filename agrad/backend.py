@@ -13,6 +13,7 @@ scalars from 0-D operations smoothed over.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import threading
 import types
@@ -668,12 +669,14 @@ def out_function(fn: Any, xp: ArrayNamespace) -> Any:
         return getattr(module, _OPERATOR_UFUNCS[name])
     if fn is getattr(xp, "matmul", None):
         return module.matmul
-    if fn is _matmul_by_reduction:
+    if fn is _matmul_by_reduction or fn is _matmul_by_cublas:
         return fn
     for reduction in ("sum", "max", "min", "mean"):
         if fn is getattr(xp, reduction, None):
             if xp.name == "numpy":  # the ufunc reductions eager code calls, minus np.sum's wrapper layers
                 return _REDUCTIONS_INTO[reduction]
+            if reduction in ("max", "min"):  # CuPy 14's min/max with out= fail in its CUB path
+                return _copied_into(getattr(module, reduction))
             return getattr(module, reduction)
     if fn is getattr(xp, "astype", None):
         return _astype_into(module)
@@ -698,15 +701,140 @@ def capturable(fn: Any, xp: ArrayNamespace, operands: list) -> Any:
     """A function computing what ``fn`` computes on ``operands`` that a CUDA graph capture
     can record, where ``fn`` itself cannot be; None where ``fn`` is fine as it is.
 
-    CuPy refuses every cuBLAS call during a stream capture, so a matrix product there is a
-    reduction kernel over the broadcast product (the same sums in another order: results
-    agree with cuBLAS to rounding, not bit for bit)."""
+    CuPy refuses every cuBLAS call during a stream capture (its stream setter checks),
+    though cuBLAS itself supports capture. So a float32/float64 matrix product there calls
+    cuBLAS's gemm directly, on a handle of agrad's own (``_CublasGemm``); other matrix
+    products are a reduction kernel over the broadcast product (the same sums in another
+    order: results agree with cuBLAS to rounding, not bit for bit)."""
     if xp.name != "cupy" or fn is not getattr(xp, "matmul", None):
         return None
-    if len(operands) != 2 or any(getattr(o, "ndim", 0) < 2 for o in operands) or \
-            operands[0].dtype != operands[1].dtype:
-        return None  # (vector products and mixed dtypes keep cuBLAS: such a graph falls back)
+    if len(operands) != 2 or operands[0].dtype != operands[1].dtype:
+        return None  # (mixed dtypes keep CuPy's matmul: such a graph falls back)
+    if all(1 <= o.ndim <= 2 for o in operands) and str(operands[0].dtype) in _CublasGemm.ROUTINES \
+            and _CublasGemm.get() is not None:
+        return _matmul_by_cublas
+    if any(o.ndim < 2 for o in operands):
+        return None  # (a vector product without cuBLAS has no substitute: such a graph falls back)
     return _matmul_by_reduction
+
+
+class _CublasGemm:
+    """cuBLAS's ``cublasSgemm_v2`` / ``cublasDgemm_v2`` called through ctypes on handles of
+    agrad's own (one per device), each with a fixed workspace so that a capture never
+    allocates. ``get()`` is None where the library cannot be found (then matrix products in
+    a graph use the reduction kernel)."""
+
+    ROUTINES = {"float32": ("cublasSgemm_v2", ctypes.c_float), "float64": ("cublasDgemm_v2", ctypes.c_double)}
+    WORKSPACE_BYTES = 32 << 20  # what cuBLAS asks for on Hopper; more than it needs elsewhere
+    _instance: list = []
+
+    def __init__(self, lib: Any) -> None:
+        self.lib = lib
+        self.handles: dict[int, tuple[ctypes.c_void_p, Any]] = {}
+        pointer, integer = ctypes.c_void_p, ctypes.c_int
+        for name, _ in self.ROUTINES.values():
+            routine = getattr(lib, name)
+            routine.argtypes = [pointer, integer, integer, integer, integer, integer, pointer, pointer, integer,
+                                pointer, integer, pointer, pointer, integer]
+            routine.restype = integer
+        lib.cublasCreate_v2.argtypes = [ctypes.POINTER(pointer)]
+        lib.cublasSetStream_v2.argtypes = [pointer, pointer]
+        lib.cublasSetWorkspace_v2.argtypes = [pointer, pointer, ctypes.c_size_t]
+        for name in ("cublasCreate_v2", "cublasSetStream_v2", "cublasSetWorkspace_v2"):
+            getattr(lib, name).restype = integer
+
+    @classmethod
+    def get(cls) -> "_CublasGemm | None":
+        if not cls._instance:
+            cls._instance.append(cls._load())
+        return cls._instance[0]
+
+    @classmethod
+    def _load(cls) -> "_CublasGemm | None":
+        import cupy
+
+        cupy.cuda.device.get_cublas_handle()  # makes CuPy load the cuBLAS it was built against
+        try:
+            with open("/proc/self/maps") as maps:  # that very library, not another copy on the path
+                paths = {line.split(None, 5)[-1].strip() for line in maps if "libcublas.so" in line}
+        except OSError:
+            return None
+        for path in sorted(paths):
+            if "libcublasLt" not in path:
+                try:
+                    return cls(ctypes.CDLL(path))
+                except (OSError, AttributeError):
+                    return None
+        return None
+
+    def _check(self, status: int, what: str) -> None:
+        if status != 0:
+            raise RuntimeError(f"agrad: cuBLAS {what} failed with status {status}")
+
+    def handle(self) -> ctypes.c_void_p:
+        """This device's handle, bound to the current stream (and its workspace: setting a
+        stream resets cuBLAS's workspace to its default pool)."""
+        import cupy
+
+        device = cupy.cuda.Device().id
+        if device not in self.handles:
+            handle = ctypes.c_void_p()
+            self._check(self.lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate")
+            self.handles[device] = handle, cupy.cuda.memory.alloc(self.WORKSPACE_BYTES)
+        handle, workspace = self.handles[device]
+        self._check(self.lib.cublasSetStream_v2(handle, cupy.cuda.get_current_stream().ptr), "cublasSetStream")
+        self._check(self.lib.cublasSetWorkspace_v2(handle, workspace.ptr, self.WORKSPACE_BYTES),
+                    "cublasSetWorkspace")
+        return handle
+
+    def matmul(self, a: Any, b: Any, out: Any) -> None:
+        """``out = a @ b`` for 2-D arrays of one dtype, ``out`` C-contiguous (m, n).
+
+        cuBLAS is column-major: a row-major (m, n) array is its (n, m) transpose, so it
+        computes out^T = b^T a^T; a C-contiguous operand is passed as it is, a transposed
+        view of one (F-contiguous) with the transpose flag."""
+        (m, k), n = a.shape, b.shape[1]
+        ops_a, ops_b = _gemm_operand(a), _gemm_operand(b)
+        (op_a, ld_a, a), (op_b, ld_b, b) = ops_a, ops_b
+        name, scalar = self.ROUTINES[str(a.dtype)]
+        one, zero = scalar(1.0), scalar(0.0)
+        status = getattr(self.lib, name)(self.handle(), op_b, op_a, n, m, k, ctypes.byref(one), b.data.ptr, ld_b,
+                                         a.data.ptr, ld_a, ctypes.byref(zero), out.data.ptr, max(1, n))
+        self._check(status, name)
+
+
+def _gemm_operand(x: Any) -> tuple[int, int, Any]:
+    """(transpose flag, leading dimension, array) for a 2-D operand of ``_CublasGemm.matmul``:
+    C-contiguous as it is, F-contiguous transposed, anything else copied contiguous."""
+    if not (x.flags.c_contiguous or x.flags.f_contiguous):
+        x = x.copy(order="C")
+    if x.flags.c_contiguous:
+        return 0, max(1, x.shape[1]), x  # CUBLAS_OP_N: row-major (r, c) is column-major (c, r) with ld c
+    return 1, max(1, x.shape[0]), x  # CUBLAS_OP_T: column-major (r, c) with ld r, transposed
+
+
+def _matmul_by_cublas(x: Any, w: Any, out: Any = None) -> Any:
+    """``x @ w`` for 1-D and 2-D float32/float64 CuPy arrays through cuBLAS's gemm, which a
+    CUDA graph capture can record (CuPy's own matmul refuses to be captured)."""
+    import cupy
+
+    a = x[None, :] if x.ndim == 1 else x
+    b = w[:, None] if w.ndim == 1 else w
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"matmul: shapes {tuple(x.shape)} and {tuple(w.shape)} do not match")
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    shape = ((m,) if x.ndim == 2 else ()) + ((n,) if w.ndim == 2 else ())
+    target = out if out is not None and out.flags.c_contiguous and out.dtype == x.dtype else \
+        cupy.empty(shape, dtype=x.dtype)
+    if m and n:
+        if k:
+            _CublasGemm.get().matmul(a, b, target.reshape(m, n))  # type: ignore[union-attr]
+        else:
+            target[...] = 0
+    if out is not None and target is not out:
+        out[...] = target
+        return out
+    return target
 
 
 _MATMUL_KERNEL: list = []
@@ -796,6 +924,14 @@ def _mean_count(x: Any, total: Any) -> int:
 
 _REDUCTIONS_INTO = {"sum": _reduction_into(np.add, np.sum), "max": _reduction_into(np.maximum, np.max),
                     "min": _reduction_into(np.minimum, np.min), "mean": _mean_into}
+
+
+def _copied_into(fn: Any) -> Any:
+    def into(x: Any, /, *, axis: Any = None, keepdims: bool = False, out: Any = None) -> Any:
+        out[...] = fn(x, axis=axis, keepdims=keepdims)
+        return out
+
+    return into
 
 
 def _astype_into(module: Any) -> Any:

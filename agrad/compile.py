@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import operator
 import warnings
 from typing import Any, Callable
 
@@ -104,6 +105,7 @@ class _GraphReplay:
         self.parts, self.program, self.capture_fn, self.xp = parts, program, capture, xp
         self.launch: Callable | None = None
         self.captured_sources: list = []
+        self.source_ids: set[int] = set()
         self.static_args: list = []
         self.results: list = []
         self.captures = 0
@@ -111,9 +113,11 @@ class _GraphReplay:
 
     def __call__(self, args: list) -> list:
         sources = self.program.read_sources()
-        if any(a is s for a in args for s in sources):  # the graph would read a copy of it, not it
+        same = self.launch is not None and all(map(operator.is_, sources, self.captured_sources))
+        source_ids = self.source_ids if same else {id(s) for s in sources}
+        if not source_ids.isdisjoint(map(id, args)):  # the graph would read a copy of it, not it
             raise _NoGraph("an argument is also an array it reads from outside (a parameter, a gradient)")
-        if self.launch is None or any(a is not b for a, b in zip(sources, self.captured_sources)):
+        if not same:
             if self.captures >= self.MAX_CAPTURES:
                 raise _NoGraph(f"the arrays it reads were replaced {self.captures} times (each needs a new capture)")
             try:
@@ -161,7 +165,7 @@ class _GraphReplay:
             return results
 
         self.launch, self.results = self.capture_fn(body, sources)
-        self.captured_sources = sources
+        self.captured_sources, self.source_ids = sources, {id(s) for s in sources}
         # Earlier graphs stay alive: outputs of theirs the caller kept still use their memory.
         self.earlier.append(self.launch)
 

@@ -318,6 +318,42 @@ def test_cuda_graph_false_and_backends_without_graphs_replay_plainly(stand_in_gr
     assert program.graph is None and "off" in program.graph_reason
 
 
+def test_matrix_products_in_a_cuda_graph_call_cublas_directly(on_backend):
+    """CuPy refuses cuBLAS in a capture; agrad calls cuBLAS's gemm itself there. Every
+    layout (contiguous, transposed views, strided, vectors, an empty contraction), both
+    dtypes, with and without ``out``, and recorded in a real capture then relaunched."""
+    if on_backend.backend != "cupy":
+        pytest.skip("CUDA graphs exist on the cupy backend only")
+    import cupy
+
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float64"):
+        def arr(*shape, dtype=dtype):
+            return cupy.asarray(rng.standard_normal(shape), dtype=dtype)
+
+        a, b, wide = arr(5, 7), arr(7, 3), arr(7, 12)
+        cases = [(a, b), (arr(7, 5).T, b), (a, arr(3, 7).T), (arr(7, 5).T, arr(3, 7).T), (a, wide[:, ::4]),
+                 (arr(7), b), (a, arr(7)), (arr(7), arr(7)), (arr(1, 7), arr(7, 1)), (arr(5, 0), arr(0, 3))]
+        tol = 1e-5 if dtype == "float32" else 1e-12
+        for x, w in cases:
+            xp = agrad.backend.namespace_of((x,), "test")
+            assert agrad.backend.capturable(xp.matmul, xp, [x, w]) is agrad.backend._matmul_by_cublas
+            expected = cupy.matmul(x, w)
+            got = agrad.backend._matmul_by_cublas(x, w)
+            assert got.shape == expected.shape and got.dtype == expected.dtype
+            cupy.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+            out = cupy.full(expected.shape, cupy.nan, dtype=dtype)
+            assert agrad.backend._matmul_by_cublas(x, w, out=out) is out
+            cupy.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
+        x, w = arr(64, 784), arr(72, 784).T
+        out = cupy.empty((64, 72), dtype=dtype)
+        launch, _ = agrad.backend._capture_cuda_graph(lambda: agrad.backend._matmul_by_cublas(x, w, out=out), [])
+        for _ in range(2):  # the graph reads its operands' memory at each launch
+            launch()
+            cupy.testing.assert_allclose(out, x @ w, rtol=tol, atol=tol)
+            x[...] = arr(64, 784)
+
+
 def test_a_first_graph_replay_failing_part_way_is_an_error_not_a_silent_second_step(stand_in_graphs, monkeypatch):
     def no_kernel(x, w):
         raise TypeError("no kernel for these dtypes")
