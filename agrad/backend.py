@@ -720,7 +720,7 @@ def capturable(fn: Any, xp: ArrayNamespace, operands: list) -> Any:
 
 class _CublasGemm:
     """cuBLAS's ``cublasSgemm_v2`` / ``cublasDgemm_v2`` called through ctypes on handles of
-    agrad's own (one per device), each with a fixed workspace so that a capture never
+    agrad's own (one per device and thread), each with a fixed workspace so that a capture never
     allocates. ``get()`` is None where the library cannot be found (then matrix products in
     a graph use the reduction kernel)."""
 
@@ -730,7 +730,7 @@ class _CublasGemm:
 
     def __init__(self, lib: Any) -> None:
         self.lib = lib
-        self.handles: dict[int, tuple[ctypes.c_void_p, Any]] = {}
+        self.handles: dict[tuple[int, int], tuple[ctypes.c_void_p, Any]] = {}
         pointer, integer = ctypes.c_void_p, ctypes.c_int
         for name, _ in self.ROUTINES.values():
             routine = getattr(lib, name)
@@ -776,12 +776,12 @@ class _CublasGemm:
         stream resets cuBLAS's workspace to its default pool)."""
         import cupy
 
-        device = cupy.cuda.Device().id
-        if device not in self.handles:
+        where = cupy.cuda.Device().id, threading.get_ident()  # a handle serves one thread at a time
+        if where not in self.handles:
             handle = ctypes.c_void_p()
             self._check(self.lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate")
-            self.handles[device] = handle, cupy.cuda.memory.alloc(self.WORKSPACE_BYTES)
-        handle, workspace = self.handles[device]
+            self.handles[where] = handle, cupy.cuda.memory.alloc(self.WORKSPACE_BYTES)
+        handle, workspace = self.handles[where]
         self._check(self.lib.cublasSetStream_v2(handle, cupy.cuda.get_current_stream().ptr), "cublasSetStream")
         self._check(self.lib.cublasSetWorkspace_v2(handle, workspace.ptr, self.WORKSPACE_BYTES),
                     "cublasSetWorkspace")

@@ -175,7 +175,7 @@ def train_one(args, train, evalset, seed, label):
         # the scheduler runs outside and its learning rate reaches every replay. The loss
         # lives in a buffer the next step overwrites (static_outputs): it is read at once.
         train_step = agrad.compile(train_step, static_outputs=True)
-    step = 0
+    step, running = 0, None
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
         if args.optimizer == "lbfgs":
@@ -193,18 +193,22 @@ def train_one(args, train, evalset, seed, label):
             if tqdm is not None and not args.quiet:
                 bar = tqdm(loader, desc=f"{label}epoch {epoch}/{args.epochs}", unit="batch", leave=True,
                            dynamic_ncols=True, mininterval=0.5, file=sys.stdout)
-            running = None
+            # Every 10th step's loss is copied on the device and read to the host at most twice
+            # a second and at the epoch's end: reading each one at once (float) would make the
+            # host wait for the GPU at every reading.
+            pending, shown = [], time.perf_counter()
             for x, y in bar:
                 loss = train_step(x, y)
                 if schedule is not None:
                     schedule.step()
                 step += 1
                 if step % 10 == 0 or step == 1:
-                    value = float(loss)
-                    history["step_loss"].append(value)
-                    running = value if running is None else 0.9 * running + 0.1 * value
-                    if bar is not loader:
+                    pending.append(agrad.asarray(loss.detach(), copy=True))
+                    if bar is not loader and time.perf_counter() - shown > 0.5:
+                        running = record_losses(pending, history["step_loss"], running)
                         bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+                        shown = time.perf_counter()
+            running = record_losses(pending, history["step_loss"], running)
         seconds = time.perf_counter() - t0
         ev_loss, ev_acc = evaluate(model, ev_x, ev_y)
         history["epoch"].append(epoch)
@@ -214,6 +218,16 @@ def train_one(args, train, evalset, seed, label):
         print(f"{label}epoch {epoch:2d}: {seconds:6.2f} s, {evalset.name} loss {ev_loss:.4f}, "
               f"{evalset.name} accuracy {100 * ev_acc:.2f}%", flush=True)
     return model, history
+
+
+def record_losses(pending: list, recorded: list, running: float | None) -> float | None:
+    """Move the losses in ``pending`` (device scalars) to ``recorded`` as floats; returns
+    their running average (0.9 of the previous one, 0.1 of each new value)."""
+    for value in map(float, pending):
+        recorded.append(value)
+        running = value if running is None else 0.9 * running + 0.1 * value
+    pending.clear()
+    return running
 
 
 class Named:
