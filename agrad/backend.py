@@ -730,7 +730,7 @@ class _CublasGemm:
 
     def __init__(self, lib: Any) -> None:
         self.lib = lib
-        self.handles: dict[tuple[int, int], tuple[ctypes.c_void_p, Any]] = {}
+        self.handles: dict[tuple[int, int], ctypes.c_void_p] = {}
         pointer, integer = ctypes.c_void_p, ctypes.c_int
         for name, _ in self.ROUTINES.values():
             routine = getattr(lib, name)
@@ -772,17 +772,26 @@ class _CublasGemm:
             raise RuntimeError(f"agrad: cuBLAS {what} failed with status {status}")
 
     def handle(self) -> ctypes.c_void_p:
-        """This device's handle, bound to the current stream (and its workspace: setting a
-        stream resets cuBLAS's workspace to its default pool)."""
+        """This device and thread's handle, bound to the current stream and that stream's
+        workspace (setting a stream resets cuBLAS's workspace to its default pool).
+
+        One workspace per stream: two streams' products may run at once and must not share
+        scratch memory. A capture's stream is its graph's own, so each graph gets its own
+        workspace (from the graph's memory pool), which ``_capture_cuda_graph`` hands to the
+        graph to keep: launches of two graphs on two streams never share one either."""
         import cupy
 
         where = cupy.cuda.Device().id, threading.get_ident()  # a handle serves one thread at a time
         if where not in self.handles:
             handle = ctypes.c_void_p()
             self._check(self.lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate")
-            self.handles[where] = handle, cupy.cuda.memory.alloc(self.WORKSPACE_BYTES)
-        handle, workspace = self.handles[where]
-        self._check(self.lib.cublasSetStream_v2(handle, cupy.cuda.get_current_stream().ptr), "cublasSetStream")
+            self.handles[where] = handle
+        handle = self.handles[where]
+        stream = cupy.cuda.get_current_stream().ptr
+        workspace = _GEMM_WORKSPACES.get((where[0], stream))
+        if workspace is None:
+            workspace = _GEMM_WORKSPACES[where[0], stream] = cupy.cuda.memory.alloc(self.WORKSPACE_BYTES)
+        self._check(self.lib.cublasSetStream_v2(handle, stream), "cublasSetStream")
         self._check(self.lib.cublasSetWorkspace_v2(handle, workspace.ptr, self.WORKSPACE_BYTES),
                     "cublasSetWorkspace")
         return handle
@@ -801,6 +810,9 @@ class _CublasGemm:
         status = getattr(self.lib, name)(self.handle(), op_b, op_a, n, m, k, ctypes.byref(one), b.data.ptr, ld_b,
                                          a.data.ptr, ld_a, ctypes.byref(zero), out.data.ptr, max(1, n))
         self._check(status, name)
+
+
+_GEMM_WORKSPACES: dict[tuple[int, int], Any] = {}  # (device, stream) -> the cuBLAS workspace its products use
 
 
 def _gemm_operand(x: Any) -> tuple[int, int, Any]:
@@ -888,12 +900,14 @@ def _capture_cuda_graph(body: Callable[[], Any], outside: list) -> tuple[Callabl
             except Exception:  # noqa: S110 - the capture is already broken; body's error is the one to show
                 pass
             raise
+        finally:  # the workspace its matrix products use (if any) lives as long as the graph
+            workspace = _GEMM_WORKSPACES.pop((cupy.cuda.Device().id, stream.ptr), None)
         graph = stream.end_capture()
 
     def launch() -> None:
         graph.launch(stream=cupy.cuda.get_current_stream())
 
-    launch.keep_alive = (graph, stream, pool)  # type: ignore[attr-defined]
+    launch.keep_alive = (graph, stream, pool, workspace)  # type: ignore[attr-defined]
     return launch, result
 
 

@@ -349,9 +349,18 @@ def test_matrix_products_in_a_cuda_graph_call_cublas_directly(on_backend):
         x, w = arr(64, 784), arr(72, 784).T
         out = cupy.empty((64, 72), dtype=dtype)
         launch, _ = agrad.backend._capture_cuda_graph(lambda: agrad.backend._matmul_by_cublas(x, w, out=out), [])
+        out2 = cupy.empty((64, 72), dtype=dtype)
+        launch2, _ = agrad.backend._capture_cuda_graph(lambda: agrad.backend._matmul_by_cublas(x, w, out=out2), [])
+        # each graph owns its cuBLAS workspace: two graphs launched on two streams never share one
+        (_, stream, _, workspace), (_, stream2, _, workspace2) = launch.keep_alive, launch2.keep_alive
+        assert workspace is not None and workspace2 is not None and workspace.ptr != workspace2.ptr
+        device = cupy.cuda.Device().id
+        assert not {(device, stream.ptr), (device, stream2.ptr)} & set(agrad.backend._GEMM_WORKSPACES)
         for _ in range(2):  # the graph reads its operands' memory at each launch
             launch()
+            launch2()
             cupy.testing.assert_allclose(out, x @ w, rtol=tol, atol=tol)
+            cupy.testing.assert_allclose(out2, out, rtol=tol, atol=tol)
             x[...] = arr(64, 784)
 
 
