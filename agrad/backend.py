@@ -729,7 +729,7 @@ class _CublasGemm:
     _instance: list = []
 
     def __init__(self, lib: Any) -> None:
-        self.lib = lib
+        self.lib, self.path = lib, ""
         self.handles: dict[tuple[int, int], ctypes.c_void_p] = {}
         pointer, integer = ctypes.c_void_p, ctypes.c_int
         for name, _ in self.ROUTINES.values():
@@ -751,20 +751,33 @@ class _CublasGemm:
 
     @classmethod
     def _load(cls) -> "_CublasGemm | None":
+        """The cuBLAS library CuPy itself calls: among the copies loaded in this process (a
+        PyTorch import brings its own), the one whose version is the one CuPy reports."""
         import cupy
+        from cupy_backends.cuda.libs import cublas as cupy_cublas
 
-        cupy.cuda.device.get_cublas_handle()  # makes CuPy load the cuBLAS it was built against
         try:
-            with open("/proc/self/maps") as maps:  # that very library, not another copy on the path
+            wanted = cupy_cublas.getVersion(cupy.cuda.device.get_cublas_handle())  # (loads it too)
+            with open("/proc/self/maps") as maps:
                 paths = {line.split(None, 5)[-1].strip() for line in maps if "libcublas.so" in line}
-        except OSError:
+        except (OSError, AttributeError, RuntimeError):
             return None
         for path in sorted(paths):
-            if "libcublasLt" not in path:
-                try:
-                    return cls(ctypes.CDLL(path))
-                except (OSError, AttributeError):
-                    return None
+            if "libcublasLt" in path:
+                continue
+            try:
+                lib = ctypes.CDLL(path)
+                lib.cublasGetProperty.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+                parts = [ctypes.c_int() for _ in range(3)]  # MAJOR_VERSION, MINOR_VERSION, PATCH_LEVEL
+                if any(lib.cublasGetProperty(i, ctypes.byref(v)) != 0 for i, v in enumerate(parts)):
+                    continue
+                major, minor, patch = (v.value for v in parts)
+                if major * 10000 + minor * 100 + patch == wanted:  # cuBLAS's own version encoding
+                    found = cls(lib)
+                    found.path = path
+                    return found
+            except (OSError, AttributeError):
+                continue
         return None
 
     def _check(self, status: int, what: str) -> None:
