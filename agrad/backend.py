@@ -938,6 +938,11 @@ def _reduction_into(ufunc: Any, fallback: Any) -> Any:
 def _mean_into(x: Any, /, *, axis: Any = None, keepdims: bool = False, out: Any = None) -> Any:
     if x.dtype.kind not in "fc":
         return np.mean(x, axis=axis, keepdims=keepdims, out=out)
+    if out.ndim == 0:  # a loss: NumPy's scalar arithmetic, as _fast_mean computes it, costs a
+        total = np.add.reduce(x, axis=axis, keepdims=keepdims)  # third of two ufunc calls into out
+        count = _mean_count(x, total)
+        out[...] = total / count if count else total * np.nan
+        return out
     np.add.reduce(x, axis=axis, keepdims=keepdims, out=out)  # then divided as _fast_mean divides
     count = _mean_count(x, out)
     return np.true_divide(out, count, out=out) if count else np.multiply(out, np.nan, out=out)
