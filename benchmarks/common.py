@@ -222,6 +222,40 @@ class AgradCompiled(Agrad):
         return grads
 
 
+class AgradCompiledGradsDropped(AgradCompiled):
+    """The compiled step with ``opt.zero_grad()`` after ``opt.step()``: the gradients are
+    not kept after the step, the contract of the in-place floor (which scales them in
+    place). The replay may then compute the update into a gradient's buffer, as the floor
+    does, instead of a temporary beside it."""
+
+    name = "agrad compiled, grads dropped"
+
+    def __init__(self, weights, x, y, backend_name):
+        super().__init__(weights, x, y, backend_name)
+        model, opt = self.model, self.opt
+
+        @agrad.compile(static_outputs=True)
+        def step(xb, yb):
+            loss = agrad.nn.logistic_loss(model(agrad.Tensor(xb)), yb, check_labels=False)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            return loss
+
+        self.compiled = step
+
+    def host_grads(self):
+        """The gradients, from the update of one step (SGD: w - lr g), parameters put back."""
+        params = self.model.parameters()
+        saved = [p.numpy().copy() for p in params]
+        self.step()
+        grads = {name: (s - p.numpy()) / LR for name, s, p in zip(("W1", "b1", "W2", "b2"), saved, params)}
+        with agrad.no_grad():
+            for p, v in zip(params, saved):
+                p.data = B.from_numpy(v, backend=self.backend)
+        return grads
+
+
 class Torch:
     """PyTorch eager: the same network, F.cross_entropy, SGD."""
 

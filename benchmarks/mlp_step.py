@@ -49,7 +49,8 @@ def run(backend, batches, dtypes, rounds, target_seconds, contenders_wanted):
             # plain hand-written step on CuPy.
             floor = (common.HandWrittenInPlace if backend == "numpy" else common.HandWritten)(w, x, y, backend)
             ref = floor.host_grads()
-            others = [common.Agrad(w, x, y, backend), common.AgradCompiled(w, x, y, backend)]
+            others = [common.Agrad(w, x, y, backend), common.AgradCompiled(w, x, y, backend),
+                      common.AgradCompiledGradsDropped(w, x, y, backend)]
             if backend == "numpy":
                 others.insert(0, common.HandWritten(w, x, y, backend))
             for cls in (common.Torch, common.TorchCudaGraph, common.HipsAutograd):

@@ -27,7 +27,7 @@ which, n, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 w = common.initial_weights("float32")
 x, y = common.batch(n, "float32")
 c = {{"agrad": common.Agrad, "compiled": common.AgradCompiled, "hand": common.HandWritten,
-      "inplace": common.HandWrittenInPlace}}[which](w, x, y, "numpy")
+      "inplace": common.HandWrittenInPlace, "dropped": common.AgradCompiledGradsDropped}}[which](w, x, y, "numpy")
 for _ in range(steps):
     c.step()
 """
@@ -56,14 +56,15 @@ def main() -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(CHILD.format(here=HERE))
         script = f.name
-    print("| batch | hand-written in-place (floor) | hand-written | agrad eager | agrad compiled |\n"
-          "|---:|---:|---:|---:|---:|")
+    print("| batch | hand-written in-place (floor) | hand-written | agrad eager | agrad compiled "
+          "| agrad compiled, grads dropped |\n|---:|---:|---:|---:|---:|---:|")
     for batch in (int(b) for b in args.batches.split(",")):
         per = {}
-        for who in ("inplace", "hand", "agrad", "compiled"):
+        who_all = ("inplace", "hand", "agrad", "compiled", "dropped")
+        for who in who_all:
             per[who] = (instructions(script, who, batch, n2) - instructions(script, who, batch, n1)) / (n2 - n1)
         floor = per["inplace"]
-        cells = [f"{per[w] / 1e6:.3f} M ({per[w] / floor:.3f}x)" for w in ("inplace", "hand", "agrad", "compiled")]
+        cells = [f"{per[w] / 1e6:.3f} M ({per[w] / floor:.3f}x)" for w in who_all]
         print(f"| {batch} | " + " | ".join(cells) + " |", flush=True)
     os.unlink(script)
 
