@@ -655,9 +655,12 @@ _OPERATOR_UFUNCS = {"add": "add", "sub": "subtract", "mul": "multiply", "truediv
                     "pow": "power"}
 
 
-def out_function(fn: Any, xp: ArrayNamespace) -> Any:
+def out_function(fn: Any, xp: ArrayNamespace, operand: Any = None, keywords: tuple = ()) -> Any:
     """A function that computes what ``fn`` computes into a given array (``out=``), for
-    agrad.compile's replays on NumPy and CuPy; None where there is none."""
+    agrad.compile's replays on NumPy and CuPy; None where there is none. With the traced
+    call's first ``operand`` and ``keywords``, a NumPy reduction of a float array with an
+    explicit axis is the ufunc's own ``reduce`` (what the eager reduction calls), without
+    the wrapper that checks the dtype on every call."""
     if xp.name not in ("numpy", "cupy"):
         return None
     module = np if xp.name == "numpy" else __import__("cupy")
@@ -674,6 +677,10 @@ def out_function(fn: Any, xp: ArrayNamespace) -> Any:
     for reduction in ("sum", "max", "min", "mean"):
         if fn is getattr(xp, reduction, None):
             if xp.name == "numpy":  # the ufunc reductions eager code calls, minus np.sum's wrapper layers
+                ufunc = _REDUCTION_UFUNCS.get(reduction)
+                if ufunc is not None and "axis" in keywords and set(keywords) <= {"axis", "keepdims"} \
+                        and getattr(getattr(operand, "dtype", None), "kind", "") in "fc" and operand is not None:
+                    return ufunc.reduce  # (its own default axis is 0: only where the call names one)
                 return _REDUCTIONS_INTO[reduction]
             if reduction in ("max", "min"):  # CuPy 14's min/max with out= fail in its CUB path
                 return _copied_into(getattr(module, reduction))
@@ -954,8 +961,9 @@ def _mean_count(x: Any, total: Any) -> int:
     return x.size // max(total.size, 1) if x.size else 0
 
 
-_REDUCTIONS_INTO = {"sum": _reduction_into(np.add, np.sum), "max": _reduction_into(np.maximum, np.max),
-                    "min": _reduction_into(np.minimum, np.min), "mean": _mean_into}
+_REDUCTION_UFUNCS = {"sum": np.add, "max": np.maximum, "min": np.minimum}
+_REDUCTIONS_INTO = {name: _reduction_into(ufunc, getattr(np, name)) for name, ufunc in _REDUCTION_UFUNCS.items()}
+_REDUCTIONS_INTO["mean"] = _mean_into
 
 
 def _copied_into(fn: Any) -> Any:

@@ -517,7 +517,9 @@ def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
             into = host if on_host else arrays
             if buffered:  # computed into a buffer allocated once (NumPy and CuPy), shared once dead
                 k, b = outs[0], buffer_of[outs[0]]
-                env[f"{prefix}o{i}"] = backend.out_function(fn, out_xp)
+                first = ins.args[0] if ins.args and isinstance(ins.args[0], _Slot) else None
+                env[f"{prefix}o{i}"] = backend.out_function(fn, out_xp, None if first is None else
+                                                            tracer.value_of(first.k), tuple(ins.kwargs))
                 if f"b{b}" not in env:
                     env[f"b{b}"] = out_xp.empty_like(out_xp.asarray(tracer.values[b]))
                 into.append(f"v{k} = {prefix}o{i}({', '.join(call_args)}, out=b{b})")
