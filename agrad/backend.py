@@ -679,7 +679,7 @@ def out_function(fn: Any, xp: ArrayNamespace, operand: Any = None, keywords: tup
             if xp.name == "numpy":  # the ufunc reductions eager code calls, minus np.sum's wrapper layers
                 ufunc = _REDUCTION_UFUNCS.get(reduction)
                 if ufunc is not None and "axis" in keywords and set(keywords) <= {"axis", "keepdims"} \
-                        and getattr(getattr(operand, "dtype", None), "kind", "") in "fc" and operand is not None:
+                        and getattr(getattr(operand, "dtype", None), "kind", None) in ("f", "c"):
                     return ufunc.reduce  # (its own default axis is 0: only where the call names one)
                 return _REDUCTIONS_INTO[reduction]
             if reduction in ("max", "min"):  # CuPy 14's min/max with out= fail in its CUB path
@@ -727,9 +727,9 @@ def capturable(fn: Any, xp: ArrayNamespace, operands: list) -> Any:
 
 class _CublasGemm:
     """cuBLAS's ``cublasSgemm_v2`` / ``cublasDgemm_v2`` called through ctypes on handles of
-    agrad's own (one per device and thread), each with a fixed workspace so that a capture never
-    allocates. ``get()`` is None where the library cannot be found (then matrix products in
-    a graph use the reduction kernel)."""
+    agrad's own (one per device and thread), with a workspace of its own per stream (and
+    so per captured graph). ``get()`` is None where the library cannot be found (then
+    matrix products in a graph use the reduction kernel)."""
 
     ROUTINES = {"float32": ("cublasSgemm_v2", ctypes.c_float), "float64": ("cublasDgemm_v2", ctypes.c_double)}
     WORKSPACE_BYTES = 32 << 20  # what cuBLAS asks for on Hopper; more than it needs elsewhere
@@ -967,6 +967,8 @@ _REDUCTIONS_INTO["mean"] = _mean_into
 
 
 def _copied_into(fn: Any) -> Any:
+    """``fn``'s reduction computed, then copied into ``out`` (for CuPy's min and max)."""
+
     def into(x: Any, /, *, axis: Any = None, keepdims: bool = False, out: Any = None) -> Any:
         out[...] = fn(x, axis=axis, keepdims=keepdims)
         return out
