@@ -817,22 +817,28 @@ class _CublasGemm:
         return handle
 
     def matmul(self, a: Any, b: Any, out: Any) -> None:
-        """``out = a @ b`` for 2-D arrays of one dtype, ``out`` C-contiguous (m, n).
-
-        cuBLAS is column-major: a row-major (m, n) array is its (n, m) transpose, so it
-        computes out^T = b^T a^T; a C-contiguous operand is passed as it is, a transposed
-        view of one (F-contiguous) with the transpose flag."""
-        (m, k), n = a.shape, b.shape[1]
-        ops_a, ops_b = _gemm_operand(a), _gemm_operand(b)
-        (op_a, ld_a, a), (op_b, ld_b, b) = ops_a, ops_b
+        """``out = a @ b`` for nonempty 2-D arrays of one dtype, ``out`` C-contiguous (m, n)."""
+        trans_a, trans_b, m, n, k, first, ld_first, second, ld_second, ld_out = _gemm_arguments(a, b)
         name, scalar = self.ROUTINES[str(a.dtype)]
         one, zero = scalar(1.0), scalar(0.0)
-        status = getattr(self.lib, name)(self.handle(), op_b, op_a, n, m, k, ctypes.byref(one), b.data.ptr, ld_b,
-                                         a.data.ptr, ld_a, ctypes.byref(zero), out.data.ptr, max(1, n))
+        status = getattr(self.lib, name)(self.handle(), trans_a, trans_b, m, n, k, ctypes.byref(one),
+                                         first.data.ptr, ld_first, second.data.ptr, ld_second, ctypes.byref(zero),
+                                         out.data.ptr, ld_out)
         self._check(status, name)
 
 
 _GEMM_WORKSPACES: dict[tuple[int, int], Any] = {}  # (device, stream) -> the cuBLAS workspace its products use
+
+
+def _gemm_arguments(a: Any, b: Any) -> tuple:
+    """cuBLAS gemm's (transa, transb, m, n, k, A, lda, B, ldb, ldc) for the row-major
+    product ``a @ b`` of nonempty 2-D arrays, written into a C-contiguous (rows of a, columns
+    of b) array. cuBLAS is column-major, where a row-major (r, c) array is its (c, r)
+    transpose: so it computes out^T = b^T a^T, with b first; a C-contiguous operand is
+    passed as it is, a transposed view of one (F-contiguous) with the transpose flag."""
+    (m, k), n = a.shape, b.shape[1]
+    (op_a, ld_a, a), (op_b, ld_b, b) = _gemm_operand(a), _gemm_operand(b)
+    return op_b, op_a, n, m, k, b, ld_b, a, ld_a, max(1, n)
 
 
 def _gemm_operand(x: Any) -> tuple[int, int, Any]:

@@ -664,3 +664,34 @@ def test_every_part_of_the_signature_retraces_on_the_fast_path():
     with agrad.use_backend("array_api_strict"):  # where new arrays are created: part of the signature
         compiled(np.ones((3, 3)), 3)
     assert compiled.traces == 10
+
+
+def _column_major_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, ldc):
+    """What cuBLAS's gemm computes (C = op(A) op(B), column-major, alpha 1, beta 0), on the
+    host: each operand's memory read as a column-major matrix with its leading dimension."""
+    def column_major(x, rows, cols, ld):
+        memory = x.ravel(order="K")  # (contiguous, in its own order)
+        assert ld >= max(1, rows) and (cols - 1) * ld + rows <= memory.size
+        return np.lib.stride_tricks.as_strided(memory, (rows, cols), (memory.itemsize, ld * memory.itemsize))
+
+    op_a = column_major(a, m, k, lda) if trans_a == 0 else column_major(a, k, m, lda).T
+    op_b = column_major(b, k, n, ldb) if trans_b == 0 else column_major(b, n, k, ldb).T
+    assert ldc >= max(1, m)
+    return op_a @ op_b
+
+
+def test_the_cublas_arguments_compute_the_row_major_product():
+    """The gemm arguments agrad passes to cuBLAS in a CUDA graph, checked on the CPU against a
+    host emulation of cuBLAS's column-major gemm, for every operand layout."""
+    rng = np.random.default_rng(0)
+
+    def arr(*shape):
+        return rng.standard_normal(shape)
+
+    a, b, wide = arr(5, 7), arr(7, 3), arr(7, 12)
+    cases = [(a, b), (arr(7, 5).T, b), (a, arr(3, 7).T), (arr(7, 5).T, arr(3, 7).T), (a, wide[:, ::4]),
+             (wide.T[::2], b), (arr(1, 7), arr(7, 1)), (arr(7, 1).T, arr(7, 4)), (arr(4, 1), arr(1, 6))]
+    for x, w in cases:
+        args = agrad.backend._gemm_arguments(x, w)
+        result = _column_major_gemm(*args)
+        np.testing.assert_allclose(result.T, x @ w, rtol=1e-12, atol=1e-12)
