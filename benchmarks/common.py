@@ -189,17 +189,21 @@ class AgradCompiled(Agrad):
     the next step overwrites, as a performance-minded user would ask for."""
 
     name = "agrad compiled"
+    drops_grads = False  # opt.zero_grad() after opt.step() instead of before the forward pass
 
     def __init__(self, weights, x, y, backend_name):
         super().__init__(weights, x, y, backend_name)
-        model, opt = self.model, self.opt
+        model, opt, drops = self.model, self.opt, self.drops_grads
 
         @agrad.compile(static_outputs=True)
         def step(xb, yb):
-            opt.zero_grad()
+            if not drops:
+                opt.zero_grad()
             loss = agrad.nn.logistic_loss(model(agrad.Tensor(xb)), yb, check_labels=False)
             loss.backward()
             opt.step()
+            if drops:
+                opt.zero_grad()
             return loss
 
         self.compiled = step
@@ -209,13 +213,13 @@ class AgradCompiled(Agrad):
         return self.compiled(self.xr, self.yr)
 
     def host_grads(self):
-        """The gradients the compiled step computes (the parameters are put back after)."""
+        """The gradients the compiled step computes (read from the parameters, or where the
+        step drops them, from its update: SGD's w - lr g); the parameters are put back after."""
         params = self.model.parameters()
         saved = [p.numpy().copy() for p in params]
         self.step()
-        grads = {}
-        for (name, _), p in zip((("W1", 0), ("b1", 0), ("W2", 0), ("b2", 0)), params):
-            grads[name] = p.grad.numpy().copy()
+        grads = {name: (s - p.numpy()) / LR if self.drops_grads else p.grad.numpy().copy()
+                 for name, s, p in zip(("W1", "b1", "W2", "b2"), saved, params)}
         with agrad.no_grad():
             for p, v in zip(params, saved):
                 p.data = B.from_numpy(v, backend=self.backend)
@@ -229,31 +233,7 @@ class AgradCompiledGradsDropped(AgradCompiled):
     does, instead of a temporary beside it."""
 
     name = "agrad compiled, grads dropped"
-
-    def __init__(self, weights, x, y, backend_name):
-        super().__init__(weights, x, y, backend_name)
-        model, opt = self.model, self.opt
-
-        @agrad.compile(static_outputs=True)
-        def step(xb, yb):
-            loss = agrad.nn.logistic_loss(model(agrad.Tensor(xb)), yb, check_labels=False)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            return loss
-
-        self.compiled = step
-
-    def host_grads(self):
-        """The gradients, from the update of one step (SGD: w - lr g), parameters put back."""
-        params = self.model.parameters()
-        saved = [p.numpy().copy() for p in params]
-        self.step()
-        grads = {name: (s - p.numpy()) / LR for name, s, p in zip(("W1", "b1", "W2", "b2"), saved, params)}
-        with agrad.no_grad():
-            for p, v in zip(params, saved):
-                p.data = B.from_numpy(v, backend=self.backend)
-        return grads
+    drops_grads = True
 
 
 class Torch:
