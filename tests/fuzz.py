@@ -620,7 +620,7 @@ def _check_compiled(S: Callable, case: Case, backend_name: str, device: Any) -> 
         want, got = B.to_numpy(_raw(S(x, y))), B.to_numpy(_raw(compiled(x, y)))
         same = want.tobytes() == got.tobytes() if backend_name != "cupy" else \
             np.allclose(want, got, rtol=1e-12, atol=1e-12, equal_nan=True)
-        if not same or want.dtype != got.dtype:
+        if not same or want.dtype != got.dtype or want.shape != got.shape:
             return f"compiled gives {got!r}, eager gives {want!r} (inputs shifted by {shift})\n{case.describe()}"
     return None
 
