@@ -690,6 +690,24 @@ def out_function(fn: Any, xp: ArrayNamespace, operand: Any = None, keywords: tup
     return None
 
 
+def replay_view(fn: Any, xp: ArrayNamespace, operand: Any, keywords: dict) -> tuple[str, Any] | None:
+    """A view that a compiled replay on NumPy writes inline rather than calling ``fn``:
+    ``(template, index)`` with ``{x}`` standing for the operand and ``{index}`` for a
+    constant (NumPy's ``matrix_transpose`` is the ``mT`` attribute, ``expand_dims`` with
+    an int axis an index with ``None``); None otherwise. The traced call checked the
+    operand's dimensions and the axis, and a replay's operands have the traced shapes,
+    so the checks of the function's Python wrapper have nothing left to catch."""
+    if xp.name != "numpy" or getattr(operand, "ndim", None) is None:
+        return None
+    if fn is _matrix_transpose and not keywords and operand.ndim >= 2:
+        return "{x}.mT", None
+    if fn is xp.expand_dims and set(keywords) == {"axis"} and keywords["axis"].__class__ is int:
+        n, axis = operand.ndim, keywords["axis"]
+        if -n - 1 <= axis <= n:
+            return "{x}[{index}]", (slice(None),) * (axis if axis >= 0 else axis + n + 1) + (None,)
+    return None
+
+
 _IN_PLACE_ARITHMETIC = {"iadd", "isub", "imul", "itruediv", "ipow"}
 
 

@@ -370,6 +370,14 @@ def _share_buffers(instructions: list, calls: dict, escaping: set, fresh: set, v
     return buffer_of
 
 
+def _inline_view(ins: Any, fn: Any, xp: Any, tracer: Tracer, graph: bool) -> tuple[str, Any] | None:
+    """The backend's inline form of a view instruction (see ``backend.replay_view``), for
+    a call on one traced array with literal keywords."""
+    if graph or len(ins.args) != 1 or not isinstance(ins.args[0], _Slot) or _slots_in(ins.kwargs):
+        return None
+    return backend.replay_view(fn, xp, tracer.value_of(ins.args[0].k), ins.kwargs)
+
+
 def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, returned: list,
              reusable: set, graph_wanted: bool) -> tuple[Callable, str, Any]:
     """The replay as one generated function ``replay(args) -> output leaves``: it reads the
@@ -523,6 +531,10 @@ def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
                 if f"b{b}" not in env:
                     env[f"b{b}"] = out_xp.empty_like(out_xp.asarray(tracer.values[b]))
                 into.append(f"v{k} = {prefix}o{i}({', '.join(call_args)}, out=b{b})")
+            elif ins.out_kind == "one" and (view := _inline_view(ins, fn, out_xp, tracer, graph)) is not None:
+                template, index = view  # a view written as an expression: no call, no wrapper
+                index_name = expr(index) if index is not None else ""
+                into.append(f"v{outs[0]} = " + template.format(x=call_args[0], index=index_name))
             elif ins.out_kind == "one":
                 into.append(f"v{outs[0]} = {fn_name}({', '.join(call_args)})")
             elif ins.out_kind == "tuple":
@@ -553,7 +565,12 @@ def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
                 lines.append(f"w{j}._version += 1")  # as an eager update: graphs recorded before can't reuse it
             elif kind == "grad":
                 env[f"w{j}"] = where
-                lines.append(f"w{j}.grad = " + ("None" if slot is None else f"wrap({value(slot)})"))
+                if slot in reusable:  # (static outputs) the same buffer as last call: its Tensor may stay
+                    lines.append(f"if (g := w{j}.grad) is None or g._data is not {value(slot)} or g._version or "
+                                 f"g.requires_grad:")
+                    lines.append(f"    w{j}.grad = wrap({value(slot)})")
+                else:
+                    lines.append(f"w{j}.grad = " + ("None" if slot is None else f"wrap({value(slot)})"))
             else:  # "dict": optimizer state
                 env[f"w{j}"], env[f"wkey{j}"] = where
                 lines.append(f"w{j}[wkey{j}] = {value(slot)}")

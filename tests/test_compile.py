@@ -28,6 +28,7 @@ def _same(actual, expected, on_backend=None):
     algorithms for them: equal to rounding."""
     actual = actual.numpy() if hasattr(actual, "numpy") else np.asarray(actual)
     expected = expected.numpy() if hasattr(expected, "numpy") else np.asarray(expected)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
     if getattr(on_backend, "backend", None) == "cupy":
         tol = 1e-4 if actual.dtype == np.float32 else 1e-10
         np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol)
@@ -91,6 +92,49 @@ def test_returned_values_are_not_overwritten_by_the_next_call(on_backend):
     step(x, y)
     assert len({float(loss) for loss in losses}) == 4  # each call's loss is its own
     np.testing.assert_array_equal(kept.numpy(), grads_before)
+
+
+def test_static_gradients_keep_their_tensor_unless_it_was_touched(on_backend):
+    """With static outputs a gradient's buffer is the same every call, so the replay keeps
+    the Tensor around it; a Tensor the user replaced, updated in place or made to require
+    a gradient is replaced by a fresh one, and the values are the eager ones throughout."""
+    x, y = _data(on_backend)
+    (m1, o1, eager), (m2, o2, compiled) = _twins("sgd", on_backend.device, static_outputs=True)
+    for _ in range(3):  # the first step (optimizer state appears), the trace, the first replay
+        eager(x, y), compiled(x, y)
+    w = m2[0].weight
+
+    def replace():
+        w.grad = agrad.tensor(w.grad.numpy() + 1.0)
+
+    touches = {None: lambda: None, "in place": lambda: w.grad.__imul__(2.0), "replaced": replace,
+               "requires_grad": lambda: setattr(w.grad, "requires_grad", True)}
+    for touch in [None, "in place", None, "requires_grad", None, "replaced", None]:
+        with agrad.no_grad():
+            touches[touch]()
+        kept = w.grad
+        _same(compiled(x, y), eager(x, y), on_backend)
+        for a, b in zip(m1.parameters(), m2.parameters()):
+            _same(b, a, on_backend)
+            _same(b.grad, a.grad, on_backend)
+        buffered = on_backend.backend in ("numpy", "cupy")  # (array-api-strict has no out=: new arrays)
+        assert (w.grad is kept) == (touch is None and buffered), touch
+        assert w.grad._version == 0 and not w.grad.requires_grad
+
+
+def test_views_are_expressions_in_numpy_replays():
+    """matrix_transpose and expand_dims (any int axis) are written inline in a NumPy replay,
+    not called through their wrappers, with the eager values."""
+    def f(x):
+        return (agrad.matrix_transpose(x), agrad.expand_dims(x, axis=0), agrad.expand_dims(x, axis=-1),
+                agrad.expand_dims(x, axis=1), agrad.expand_dims(x, axis=-3), agrad.sum(x.mT @ x))
+    compiled = agrad.compile(f)
+    for seed in range(3):
+        x = agrad.tensor(np.random.default_rng(seed).standard_normal((2, 3)))
+        for got, want in zip(compiled(x), f(x)):
+            _same(got, want)
+    source = _program(compiled).source
+    assert source.count(" = v0.mT") == 2 and source.count(" = v0[k") == 4, source  # no call for any of the six
 
 
 def test_a_network_on_a_dag_compiles(on_backend):
