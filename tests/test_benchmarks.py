@@ -25,3 +25,18 @@ def test_every_contender_computes_the_floors_gradients(n):
             for name in want:
                 np.testing.assert_allclose(got[name], want[name], rtol=1e-10, atol=1e-12,
                                            err_msg=f"{contender.name}: {name}")
+
+
+def test_the_opcode_count_sees_every_python_frame_of_a_step():
+    """step_opcodes.py counts the Python work of one step: the floor's one function, the
+    tape's functions for eager agrad, and a compiled step's generated replay."""
+    import step_opcodes
+
+    floor, _ = step_opcodes.measure("hand-written in-place", 1)
+    eager, eager_calls = step_opcodes.measure("agrad eager", 1)
+    compiled, _ = step_opcodes.measure("agrad compiled", 1)
+    assert any(key.startswith("common.py:step:") for key in floor)
+    assert any(key.startswith("tape.py:_sweep:") for key in eager) and eager_calls[next(
+        key for key in eager if key.startswith("tape.py:apply:"))] == 4  # linear, tanh, linear, the loss
+    assert any(key.startswith("<agrad.compile replay>") for key in compiled)
+    assert not any(key.startswith("tape.py:") and "_wrap" not in key for key in compiled)  # no tape in a replay
