@@ -655,12 +655,14 @@ _OPERATOR_UFUNCS = {"add": "add", "sub": "subtract", "mul": "multiply", "truediv
                     "pow": "power"}
 
 
-def out_function(fn: Any, xp: ArrayNamespace, operand: Any = None, keywords: tuple = ()) -> Any:
+def out_function(fn: Any, xp: ArrayNamespace, operand: Any = None, keywords: tuple = (), result: Any = None) -> Any:
     """A function that computes what ``fn`` computes into a given array (``out=``), for
     agrad.compile's replays on NumPy and CuPy; None where there is none. With the traced
     call's first ``operand`` and ``keywords``, a NumPy reduction of a float array with an
     explicit axis is the ufunc's own ``reduce`` (what the eager reduction calls), without
-    the wrapper that checks the dtype on every call."""
+    the wrapper that checks the dtype on every call; with its ``result`` too, a NumPy mean
+    of a float array divides by the count the trace found (a replay's shapes are the
+    traced ones)."""
     if xp.name not in ("numpy", "cupy"):
         return None
     module = np if xp.name == "numpy" else __import__("cupy")
@@ -681,6 +683,9 @@ def out_function(fn: Any, xp: ArrayNamespace, operand: Any = None, keywords: tup
                 if ufunc is not None and "axis" in keywords and set(keywords) <= {"axis", "keepdims"} \
                         and getattr(getattr(operand, "dtype", None), "kind", None) in ("f", "c"):
                     return ufunc.reduce  # (its own default axis is 0: only where the call names one)
+                if reduction == "mean" and getattr(getattr(operand, "dtype", None), "kind", None) in ("f", "c") \
+                        and getattr(result, "size", 0) and _mean_count(operand, result):
+                    return _mean_into_counted(_mean_count(operand, result))
                 return _REDUCTIONS_INTO[reduction]
             if reduction in ("max", "min"):  # CuPy 14's min/max with out= fail in its CUB path
                 return _copied_into(getattr(module, reduction))
@@ -977,6 +982,20 @@ def _mean_into(x: Any, /, *, axis: Any = None, keepdims: bool = False, out: Any 
     np.add.reduce(x, axis=axis, keepdims=keepdims, out=out)  # then divided as _fast_mean divides
     count = _mean_count(x, out)
     return np.true_divide(out, count, out=out) if count else np.multiply(out, np.nan, out=out)
+
+
+def _mean_into_counted(count: int) -> Any:
+    """``_mean_into`` for a float array whose mean adds up ``count`` (> 0) elements each."""
+    add = np.add.reduce
+
+    def mean_into(x: Any, /, *, axis: Any = None, keepdims: bool = False, out: Any = None) -> Any:
+        if out.ndim == 0:
+            out[...] = add(x, axis=axis, keepdims=keepdims) / count  # as _fast_mean: scalar arithmetic
+            return out
+        add(x, axis=axis, keepdims=keepdims, out=out)
+        return np.true_divide(out, count, out=out)
+
+    return mean_into
 
 
 def _mean_count(x: Any, total: Any) -> int:

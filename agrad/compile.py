@@ -527,7 +527,8 @@ def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
                 k, b = outs[0], buffer_of[outs[0]]
                 first = ins.args[0] if ins.args and isinstance(ins.args[0], _Slot) else None
                 env[f"{prefix}o{i}"] = backend.out_function(fn, out_xp, None if first is None else
-                                                            tracer.value_of(first.k), tuple(ins.kwargs))
+                                                            tracer.value_of(first.k), tuple(ins.kwargs),
+                                                            tracer.values.get(k))
                 if f"b{b}" not in env:
                     env[f"b{b}"] = out_xp.empty_like(out_xp.asarray(tracer.values[b]))
                 into.append(f"v{k} = {prefix}o{i}({', '.join(call_args)}, out=b{b})")
