@@ -233,12 +233,15 @@ class _Program:
 
 
     def run(self, args: Any) -> Any:
-        if self.graph is not None:
-            self.graph.parts.check(args)  # (the plain replay checks its inputs itself)
+        graph = self.graph
+        if graph is not None:
+            graph.parts.check(args)  # (the plain replay checks its inputs itself)
         self.replays += 1
-        if self.graph is not None and self.replays == 1:
+        if graph is None:
+            outs = self.replay(args)
+        elif self.replays == 1:
             try:
-                outs = self.graph.warm_up(args)
+                outs = graph.warm_up(args)
             except Exception as exc:
                 # It may have updated some state already: running the step again would apply
                 # it twice, so this call fails (the next ones replay without a graph).
@@ -247,20 +250,17 @@ class _Program:
                                    f"part way ({type(exc).__name__}: {exc}); parameters or optimizer state may be "
                                    f"partly updated. Later calls replay without a graph (or pass "
                                    f"cuda_graph=False)") from exc
-        elif self.graph is not None:
+        else:
             try:
-                outs = self.graph(args)
+                outs = graph(args)
             except _NoGraph as exc:  # raised before anything ran
                 self._no_graph(str(exc))
                 outs = self.replay(args)
             else:
-                self.graph_reason = f"launched as a CUDA graph (captured {self.graph.captures} time(s))"
-        else:
-            outs = self.replay(args)
+                self.graph_reason = f"launched as a CUDA graph (captured {graph.captures} time(s))"
         for effect in self.effects:
             effect()
         return outs[0] if self.single_output else tree.unflatten(self.out_def, outs)
-
 
 def _where(kind: str, where: Any) -> tuple:
     return where if kind == "dict" else (where,)
