@@ -603,10 +603,32 @@ def _random_training_loop(seed, device):
     return cfg, build
 
 
+def _intervene(kind, model, opt):
+    """What a user may do between two steps, each of which a replay must see."""
+    if kind == "set lr":
+        opt.param_groups[0]["lr"] = opt.param_groups[0]["lr"] * 0.5
+    elif kind == "reload optimizer":
+        opt.load_state_dict(opt.state_dict())
+    elif kind == "reload model":
+        model.load_state_dict(model.state_dict())
+    elif kind == "replace data":
+        with agrad.no_grad():
+            p = model.parameters()[-1]
+            p.data = p.data * 1.0
+    elif kind == "zero grads in place":
+        opt.zero_grad(set_to_none=False)
+    elif kind == "clear state":
+        opt.state.clear()
+
+
 def test_random_training_loops_are_bit_identical(on_backend):
     """Compiled == eager (loss, parameters, gradients, step by step) over random training
     loops: the optimizer features, schedulers, zero_grad placements, accumulation and
-    clipping meet in combinations no hand-written test lists."""
+    clipping meet in combinations no hand-written test lists, and between steps the user
+    sets a learning rate, reloads state, replaces a parameter's array, zeroes gradients
+    in place or clears the optimizer's state."""
+    kinds = [None] * 6 + ["set lr", "reload optimizer", "reload model", "replace data", "zero grads in place",
+                          "clear state"]
     replays = 0
     for seed in range(16):
         cfg, build = _random_training_loop(seed, on_backend.device)
@@ -627,9 +649,12 @@ def test_random_training_loops_are_bit_identical(on_backend):
             if s1 is not None:
                 s1.step()
                 s2.step()
+            kind = kinds[int(rng.integers(len(kinds)))]
+            _intervene(kind, m1, o1)
+            _intervene(kind, m2, o2)
         assert o1.steps == o2.steps == 7
         replays += sum(p.replays for programs in compiled.programs.values() for p in programs)
-    assert replays > 16 * 3  # most steps replayed: the loops were compiled, not traced each call
+    assert replays > 16  # steps replayed (each intervention may retrace): compiled, not traced each call
 
 
 def test_label_checks_run_before_every_replay(monkeypatch):
