@@ -94,13 +94,19 @@ def test_returned_values_are_not_overwritten_by_the_next_call(on_backend):
     np.testing.assert_array_equal(kept.numpy(), grads_before)
 
 
-def test_static_gradients_keep_their_tensor_unless_it_was_touched(on_backend):
+@pytest.mark.parametrize("graphs", [False, True])
+def test_static_gradients_keep_their_tensor_unless_it_was_touched(graphs, on_backend, monkeypatch):
     """With static outputs a gradient's buffer is the same every call, so the replay keeps
     the Tensor around it; a Tensor the user replaced, updated in place or made to require
-    a gradient is replaced by a fresh one, and the values are the eager ones throughout."""
+    a gradient is replaced by a fresh one, and the values are the eager ones throughout.
+    With ``graphs`` on NumPy, through the stand-in CUDA graph (its results are the graph's)."""
+    if graphs and on_backend.backend != "numpy":
+        pytest.skip("the stand-in graph runs on NumPy (CuPy captures real graphs either way)")
+    if graphs:
+        monkeypatch.setattr(agrad.backend, "graph_capturer", lambda xp: _stand_in_capture)
     x, y = _data(on_backend)
     (m1, o1, eager), (m2, o2, compiled) = _twins("sgd", on_backend.device, static_outputs=True)
-    for _ in range(3):  # the first step (optimizer state appears), the trace, the first replay
+    for _ in range(5):  # the first step (state appears), the trace, the first replay (on CuPy: and the capture)
         eager(x, y), compiled(x, y)
     w = m2[0].weight
 
@@ -120,6 +126,8 @@ def test_static_gradients_keep_their_tensor_unless_it_was_touched(on_backend):
         buffered = on_backend.backend in ("numpy", "cupy")  # (array-api-strict has no out=: new arrays)
         assert (w.grad is kept) == (touch is None and buffered), touch
         assert w.grad._version == 0 and not w.grad.requires_grad
+    if graphs:
+        assert _program(compiled).graph_reason.startswith("launched as a CUDA graph")
 
 
 def test_views_are_expressions_in_numpy_replays():
