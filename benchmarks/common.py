@@ -192,6 +192,95 @@ class EagerArrayWork:
         return self.grads()[1]
 
 
+class MinimalTape:
+    """The same step on the barest reverse-mode tape (about 50 lines, NumPy only): nodes
+    holding a value, their parents and one VJP closure, a topological sweep, ``w -= lr *
+    g``; eager agrad's array calls. What the tape mechanism itself costs, without what
+    agrad's eager mode checks on every op (versions of saved inputs, backends and
+    devices, dtypes, shapes and broadcasting, forward-mode tangents, tracing hooks,
+    modules and optimizer groups). A diagnostic, not a design to adopt."""
+
+    name = "minimal tape, no checks"
+
+    class Node:
+        __slots__ = ("value", "grad", "parents", "vjp")
+
+        def __init__(self, value, parents=(), vjp=None):
+            self.value, self.grad, self.parents, self.vjp = value, None, parents, vjp
+
+    def __init__(self, weights, x, y, backend_name):
+        if backend_name != "numpy":
+            raise RuntimeError("the minimal tape is NumPy code")
+        self.p = {k: self.Node(v.copy()) for k, v in weights.items()}
+        self.x, self.y = self.Node(x), y
+        self.backend = backend_name
+
+    def _linear(self, x, w, b):
+        out = x.value @ w.value
+        out += b.value
+        outer = x.value.shape[0] == 1
+
+        def vjp(g):
+            return (g @ w.value.mT if x.vjp is not None else None,
+                    x.value.mT * g if outer else x.value.mT @ g, np.add.reduce(g, axis=0))
+        return self.Node(out, (x, w, b), vjp)
+
+    def _tanh(self, a):
+        h = np.tanh(a.value)
+        return self.Node(h, (a,), lambda g: (g * (1.0 - h * h),))
+
+    def _loss(self, f, y):
+        fv = f.value
+        m = np.maximum.reduce(fv, axis=1, keepdims=True)
+        e = np.exp(fv - m)
+        s = np.add.reduce(e, axis=1, keepdims=True)
+        onehot = (y[:, None] == np.arange(fv.shape[1])).astype(fv.dtype)
+        per_example = np.log(s[:, 0]) + m[:, 0] - np.add.reduce(fv * onehot, axis=1)
+        softmax_minus_onehot = e / s - onehot
+        return self.Node(np.add.reduce(per_example, axis=None) / per_example.shape[0], (f,),
+                         lambda g: (softmax_minus_onehot * (g / fv.shape[0]),))
+
+    @staticmethod
+    def _backward(root):
+        order, seen, stack = [], set(), [(root, False)]
+        while stack:  # post-order over the recorded nodes
+            t, done = stack.pop()
+            if done:
+                order.append(t)
+            elif id(t) not in seen:
+                seen.add(id(t))
+                stack.append((t, True))
+                stack.extend((q, False) for q in t.parents if q.vjp is not None and id(q) not in seen)
+        pending = {id(root): np.ones_like(root.value)}
+        for t in reversed(order):
+            for q, gq in zip(t.parents, t.vjp(pending.pop(id(t)))):
+                if gq is None:
+                    continue
+                if q.vjp is None:  # a leaf
+                    q.grad = gq if q.grad is None else q.grad + gq
+                else:
+                    pending[id(q)] = gq if id(q) not in pending else pending[id(q)] + gq
+
+    def forward(self):
+        p = self.p
+        hidden = self._tanh(self._linear(self.x, p["W1"], p["b1"]))
+        return self._loss(self._linear(hidden, p["W2"], p["b2"]), self.y)
+
+    def step(self):
+        loss = self.forward()
+        for q in self.p.values():
+            q.grad = None
+        self._backward(loss)
+        for q in self.p.values():
+            q.value -= LR * q.grad
+
+    def host_grads(self):
+        for q in self.p.values():
+            q.grad = None
+        self._backward(self.forward())
+        return {k: q.grad for k, q in self.p.items()}
+
+
 class Agrad:
     """agrad: nn.MLP, the fused logistic loss, backward and optim.SGD."""
 

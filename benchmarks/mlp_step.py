@@ -52,7 +52,8 @@ def run(backend, batches, dtypes, rounds, target_seconds, contenders_wanted):
             others = [common.Agrad(w, x, y, backend), common.AgradCompiled(w, x, y, backend),
                       common.AgradCompiledGradsDropped(w, x, y, backend)]
             if backend == "numpy":
-                others[:0] = [common.HandWritten(w, x, y, backend), common.EagerArrayWork(w, x, y, backend)]
+                others[:0] = [common.HandWritten(w, x, y, backend), common.EagerArrayWork(w, x, y, backend),
+                              common.MinimalTape(w, x, y, backend)]
             for cls in (common.Torch, common.TorchCudaGraph, common.HipsAutograd):
                 if _wanted(cls, backend, contenders_wanted):
                     others.append(cls(w, x, y, backend))

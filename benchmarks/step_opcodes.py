@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 CONTENDERS = {"hand-written in-place": common.HandWrittenInPlace, "hand-written": common.HandWritten,
-              "agrad eager": common.Agrad, "agrad compiled": common.AgradCompiled,
+              "minimal tape, no checks": common.MinimalTape, "agrad eager": common.Agrad,
+              "agrad compiled": common.AgradCompiled,
               "agrad compiled, grads dropped": common.AgradCompiledGradsDropped}
 
 

@@ -17,7 +17,7 @@ def test_every_contender_computes_the_floors_gradients(n):
     w = common.initial_weights("float64")
     x, y = common.batch(n, "float64")
     want = common.HandWrittenInPlace(w, x, y, "numpy").host_grads()
-    for cls in (common.HandWritten, common.EagerArrayWork, common.Agrad, common.AgradCompiled,
+    for cls in (common.HandWritten, common.EagerArrayWork, common.MinimalTape, common.Agrad, common.AgradCompiled,
                 common.AgradCompiledGradsDropped):
         contender = cls(w, x, y, "numpy")
         for _ in range(3):  # traced, traced again, replayed: the gradients of the starting weights each time
