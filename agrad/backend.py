@@ -679,14 +679,12 @@ def out_function(fn: Any, xp: ArrayNamespace, operand: Any = None, keywords: tup
     for reduction in ("sum", "max", "min", "mean"):
         if fn is getattr(xp, reduction, None):
             if xp.name == "numpy":  # the ufunc reductions eager code calls, minus np.sum's wrapper layers
+                of_floats = getattr(getattr(operand, "dtype", None), "kind", None) in ("f", "c")
                 ufunc = _REDUCTION_UFUNCS.get(reduction)
-                if ufunc is not None and "axis" in keywords and set(keywords) <= {"axis", "keepdims"} \
-                        and getattr(getattr(operand, "dtype", None), "kind", None) in ("f", "c"):
+                if ufunc is not None and of_floats and "axis" in keywords and set(keywords) <= {"axis", "keepdims"}:
                     return ufunc.reduce  # (its own default axis is 0: only where the call names one)
-                if reduction == "mean" and getattr(getattr(operand, "dtype", None), "kind", None) in ("f", "c") \
-                        and getattr(result, "size", 0) and _mean_count(operand, result):
-                    return _mean_into_counted(_mean_count(operand, result))
-                return _REDUCTIONS_INTO[reduction]
+                count = _mean_count(operand, result) if reduction == "mean" and of_floats and result is not None else 0
+                return _mean_into_counted(count) if count else _REDUCTIONS_INTO[reduction]
             if reduction in ("max", "min"):  # CuPy 14's min/max with out= fail in its CUB path
                 return _copied_into(getattr(module, reduction))
             return getattr(module, reduction)

@@ -148,6 +148,16 @@ class HandWrittenInPlace:
         return grads
 
 
+def _fused_logistic_loss(f, y):
+    """(mean loss, softmax(f) - onehot(y)): the NumPy calls of agrad's fused logistic loss."""
+    m = np.maximum.reduce(f, axis=1, keepdims=True)
+    e = np.exp(f - m)
+    s = np.add.reduce(e, axis=1, keepdims=True)
+    onehot = (y[:, None] == np.arange(f.shape[1])).astype(f.dtype)
+    per_example = np.log(s[:, 0]) + m[:, 0] - np.add.reduce(f * onehot, axis=1)
+    return np.add.reduce(per_example, axis=None) / per_example.shape[0], e / s - onehot
+
+
 class EagerArrayWork:
     """The NumPy calls agrad's eager step makes (nn.MLP's fused linear layers, the fused
     logistic loss and its VJP, the outer products of a batch of one, ``w -= lr * g``), in
@@ -170,13 +180,8 @@ class EagerArrayWork:
         h = np.tanh(a)
         f = h @ p["W2"]
         f += p["b2"]
-        m = np.maximum.reduce(f, axis=1, keepdims=True)
-        e = np.exp(f - m)
-        s = np.add.reduce(e, axis=1, keepdims=True)
-        onehot = (y[:, None] == np.arange(f.shape[1])).astype(f.dtype)
-        per_example = np.log(s[:, 0]) + m[:, 0] - np.add.reduce(f * onehot, axis=1)
-        loss = np.add.reduce(per_example, axis=None) / per_example.shape[0]
-        df = (e / s - onehot) * (np.ones_like(loss) / f.shape[0])
+        loss, softmax_minus_onehot = _fused_logistic_loss(f, y)
+        df = softmax_minus_onehot * (np.ones_like(loss) / f.shape[0])
         dh = df @ p["W2"].mT
         da = dh * (1.0 - h * h)
         outer = x.shape[0] == 1  # agrad's weight gradients for a batch of one: outer products
@@ -230,15 +235,8 @@ class MinimalTape:
         return self.Node(h, (a,), lambda g: (g * (1.0 - h * h),))
 
     def _loss(self, f, y):
-        fv = f.value
-        m = np.maximum.reduce(fv, axis=1, keepdims=True)
-        e = np.exp(fv - m)
-        s = np.add.reduce(e, axis=1, keepdims=True)
-        onehot = (y[:, None] == np.arange(fv.shape[1])).astype(fv.dtype)
-        per_example = np.log(s[:, 0]) + m[:, 0] - np.add.reduce(fv * onehot, axis=1)
-        softmax_minus_onehot = e / s - onehot
-        return self.Node(np.add.reduce(per_example, axis=None) / per_example.shape[0], (f,),
-                         lambda g: (softmax_minus_onehot * (g / fv.shape[0]),))
+        loss, softmax_minus_onehot = _fused_logistic_loss(f.value, y)
+        return self.Node(loss, (f,), lambda g: (softmax_minus_onehot * (g / f.value.shape[0]),))
 
     @staticmethod
     def _backward(root):
