@@ -72,6 +72,7 @@ def _build_namespace(name: str, module: Any, array_type: type, multi_device: boo
     ns.mutable = name in ("numpy", "cupy")
     ns.isdtype = _cached_isdtype(module.isdtype)
     ns.scatter_add = _make_scatter_add(ns)
+    ns.index_update = _make_index_update(ns)
     ns.getitem = _make_getitem(ns)
     ns.to_device = to_device
     return ns
@@ -1092,6 +1093,65 @@ def _make_getitem(xp: ArrayNamespace):
 
 def _is_index_array(k: Any) -> bool:
     return not isinstance(k, (int, slice, type(None), type(Ellipsis)))
+
+
+is_index_array = _is_index_array
+
+
+def _make_index_update(xp: ArrayNamespace):
+    """``index_update(x, value, key)``: a copy of x with ``x[key] = value``, for a key that
+    writes each element at most once: basic indices, or one array of distinct ascending
+    positions into a 1-D x (what ``agrad.ops.assign`` hands down)."""
+
+    def index_update(x: Any, value: Any, key: tuple) -> Any:
+        out = xp.asarray(x, copy=True)
+        if xp.name == "array_api_strict" and any(_is_index_array(k) for k in key):
+            # array-api-strict refuses integer arrays in __setitem__: find each element's
+            # position among the sorted ones written, and select.
+            (positions,) = key
+            n = positions.shape[0]
+            if n == 0:
+                return out
+            cells = xp.arange(out.shape[0], device=out.device)
+            at = xp.clip(xp.searchsorted(positions, cells), max=n - 1)
+            hit = xp.take(positions, at) == cells
+            if hasattr(value, "shape") and value.ndim:
+                value = xp.take(value, at)
+            return xp.where(hit, value, out)
+        out[key] = value
+        return out
+
+    return index_update
+
+
+_PROXY_TYPES: dict[type, Callable[[Any], Any]] = {}  # agrad.compile's proxy arrays -> their real array
+
+
+def _memory(x: Any) -> Any:
+    """The NumPy / CuPy array holding ``x``'s elements."""
+    unwrap = _PROXY_TYPES.get(x.__class__)
+    if unwrap is not None:
+        x = unwrap(x)
+    strict = _NAMESPACES.get("array_api_strict")
+    if strict is not None and x.__class__ is strict.array_type:
+        x = x._array  # array-api-strict wraps a NumPy array, and its views are NumPy's views
+    return x
+
+
+def aliases(a: Any, b: Any) -> bool:
+    """Whether array ``a``, made from ``b``, shares memory with it (is it, or a view of it)."""
+    if a is b:
+        return True
+    a, b = _memory(a), _memory(b)
+    if a is b:
+        return True
+    if getattr(a, "base", None) is None:  # owns its memory: a new array
+        return False
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and bool(np.may_share_memory(a, b))
+    import cupy
+
+    return isinstance(b, cupy.ndarray) and bool(cupy.may_share_memory(a, b))
 
 
 def _bincount_scatter_add(xp: ArrayNamespace, z: Any, g: Any, key: tuple) -> Any:

@@ -18,9 +18,10 @@ import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from . import backend, forward_mode, tracing
-from .tensor import Tensor
+from .tensor import Tensor, alias, shared_counter, version_of
 
-__all__ = ["Primitive", "primitive", "no_grad", "enable_grad", "is_grad_enabled", "backward", "gradients"]
+__all__ = ["Primitive", "primitive", "read_only_view", "no_grad", "enable_grad", "is_grad_enabled", "backward",
+           "gradients"]
 
 
 class _GradMode(threading.local):
@@ -82,14 +83,26 @@ class Primitive:
     the VJP would otherwise recompute) reaches the VJPs as the keyword ``aux`` on a
     plain backward pass. Under ``create_graph`` the VJP gets Tensors and must recompute
     from them, so that the result stays differentiable.
+    In-place updates (see :mod:`agrad.inplace`): ``saves`` says which values the VJPs
+    read, so that an update of an input after the op was recorded is an error at
+    backward exactly when the derivative needs the old values: None (the default) means
+    every argument and the output; else one entry per argument (missing ones: nothing),
+    each a tuple of the argument positions and ``"out"`` that argument's VJP reads.
+    Linear ops read nothing. ``view(base, new, **params)`` marks an op whose result may
+    share memory with its (first) argument: it returns ``base`` with the part the view
+    shows replaced by ``new``, which is how an in-place update of the view reaches the
+    history of its base.
     """
 
     # No __slots__: primitives are few, and a __dict__ lets each carry its own __doc__.
 
     def __init__(self, name: str, forward: Callable, vjps: Sequence[Callable | None] = (),
                  vjp_variadic: Callable | None = None, register: bool = True, has_aux: bool = False,
-                 vjp_all: Callable | None = None, jvp_all: Callable | None = None) -> None:
+                 vjp_all: Callable | None = None, jvp_all: Callable | None = None,
+                 saves: Sequence[tuple] | None = None, view: Callable | None = None) -> None:
         self.name = name
+        self.saves = None if saves is None else tuple(tuple(e) for e in saves)
+        self.view = view
         self.has_aux = has_aux
         self.forward = forward
         self.vjps = tuple(vjps)
@@ -109,9 +122,12 @@ class Primitive:
         return self
 
     def defjvp(self, *jvps: Callable | None, linear: bool = False) -> "Primitive":
-        """Set the forward-mode rules (one per argument), or ``linear=True``."""
+        """Set the forward-mode rules (one per argument), or ``linear=True`` (which also
+        says that the VJPs read no values: see ``saves``)."""
         self.jvps = jvps
         self.jvp_linear = linear
+        if linear:
+            self.saves = ()
         return self
 
     def defjvp_from_vjp(self) -> "Primitive":
@@ -129,7 +145,8 @@ class Primitive:
 
 def primitive(name: str, forward: Callable, *vjps: Callable | None, register: bool = True,
               jvps: Sequence[Callable | None] | None = None, vjp_all: Callable | None = None,
-              jvp_all: Callable | None = None) -> Primitive:
+              jvp_all: Callable | None = None, saves: Sequence[tuple] | None = None,
+              view: Callable | None = None) -> Primitive:
     """Declare a new differentiable operation.
 
     Example::
@@ -145,8 +162,10 @@ def primitive(name: str, forward: Callable, *vjps: Callable | None, register: bo
     instead: ``vjp_all(xp, g, ans, args, wanted, params)`` returns one gradient per
     argument (None where ``wanted[i]`` is false), ``jvp_all(xp, tangents, ans, args,
     params)`` the output tangent from all the arguments' tangents (None for none).
+    ``saves`` and ``view``: see :class:`Primitive` (in-place updates).
     """
-    prim = Primitive(name, forward, vjps, register=register, vjp_all=vjp_all, jvp_all=jvp_all)
+    prim = Primitive(name, forward, vjps, register=register, vjp_all=vjp_all, jvp_all=jvp_all, saves=saves,
+                     view=view)
     if jvps is not None:
         prim.defjvp(*jvps)
     return prim
@@ -162,7 +181,7 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
     raw = []
     needs_grad = False
     has_tangents = False
-    updated = False  # an input was updated in place before: remember the versions we saw
+    counted = False  # an input has a version counter (updated in place, or a view): slow path below
     for a in args:
         if isinstance(a, Tensor):
             raw.append(a._data)
@@ -170,10 +189,16 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
                 needs_grad = True
             if a._tangents is not None:
                 has_tangents = True
-            if a._version:
-                updated = True
+            if a._vc is not None:
+                counted = True
         else:
             raw.append(a)
+    if counted:  # a view whose base was updated in place since stands for the view of the new base
+        for a in args:
+            if isinstance(a, Tensor) and a._view is not None and a._view[2] != generation(a._view[0]):
+                refresh(a)
+                needs_grad = needs_grad or a.requires_grad
+                has_tangents = has_tangents or a._tangents is not None
     xp = namespace_of(raw, prim.name)
     if xp is None:
         xp = backend.creation_namespace()
@@ -189,14 +214,20 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
     t._data = out
     t.grad = None
     t._tangents = None
-    t._version = 0
+    t._vc = None
+    t._view = None
+    t._past = None
+    if prim.view is not None and args and isinstance(args[0], Tensor) and backend.aliases(out, args[0]._data):
+        _mark_view(t, args[0], prim, plain_params)
+        counted = True
     if needs_grad and _grad_mode.enabled:
         t.requires_grad = True
         t._prim = prim
         t._args = args
         t._inputs = raw
         t._params = params
-        t._versions = tuple(a._version if isinstance(a, Tensor) else 0 for a in args) if updated else None
+        t._versions = (*(a._vc[0] if isinstance(a, Tensor) and a._vc is not None else 0 for a in args),
+                       0 if t._vc is None else t._vc[0]) if counted else None
     else:
         t.requires_grad = False
         t._prim = None
@@ -212,6 +243,143 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
 _new = object.__new__
 namespace_of = backend.namespace_of
 as_array = backend.as_array
+
+
+# --------------------------------------------------------------------------- views and in-place updates
+# A Tensor is a node of the graph. An in-place update (agrad.inplace) keeps the Tensor
+# object but makes it stand for a new node; uses recorded before keep the old node,
+# which a *shell* (a new Tensor on the same memory) takes over. Every recorded node
+# notes the versions of its inputs, so the sweep finds the node each use meant
+# (:func:`_resolve_args`). A view notes the Tensor whose history it follows (its base)
+# and the view ops from there; when an update replaced the base's node, the view
+# stands for the same view of the new node from its next use on (:func:`refresh`).
+
+
+class Past:
+    """The nodes an in-place update made a Tensor stop standing for: ``entries`` holds
+    (version from which the next node holds, shell of the old node), oldest first;
+    ``generation`` counts the updates (views compare it to know they are stale)."""
+
+    __slots__ = ("generation", "entries")
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.entries: list[tuple[int, Tensor]] = []
+
+
+def read_only_view(base: Any, new: Any, **params: Any) -> Any:
+    """The ``view`` of an op whose result may not be written (broadcast_to: several of its
+    elements are one element of memory)."""
+    raise ValueError("agrad: this tensor is a broadcast view (several of its elements share one memory location), "
+                     "which cannot be updated in place; make a copy first (agrad.asarray(t, copy=True))")
+
+
+def generation(t: Tensor) -> int:
+    past = t._past
+    return 0 if past is None else past.generation
+
+
+def _mark_view(out: Tensor, x: Tensor, prim: Primitive, params: dict) -> None:
+    """``out`` (made by ``prim`` from ``x``) shares ``x``'s memory: one version counter,
+    and the way to make it again from the Tensor whose history it follows."""
+    out._vc = shared_counter(x)
+    if x._view is not None:
+        base, steps = x._view[0], x._view[1]
+    else:
+        base, steps = x, ()
+    out._view = (base, steps + ((prim, params),), generation(base))
+
+
+def shell(t: Tensor) -> Tensor:
+    """A new Tensor standing for ``t``'s node and tangents as they are, on its memory."""
+    s = _new(Tensor)
+    s._data = t._data
+    s.grad = None
+    s.requires_grad = t.requires_grad
+    s._prim, s._args, s._inputs, s._params, s._versions = t._prim, t._args, t._inputs, t._params, t._versions
+    s._tangents = dict(t._tangents) if t._tangents is not None else None
+    s._vc = shared_counter(t)
+    s._view = None
+    s._past = None
+    return s
+
+
+def replace_node(t: Tensor, new: Tensor, old: Tensor) -> None:
+    """``t`` stands for ``new`` from now on: its history (when the tape records) and its
+    tangents; ``new`` was computed from ``old``, a shell of ``t`` made before. Uses of ``t``
+    recorded before keep ``old``. ``t``'s array stays: the update was written into it.
+    Under ``no_grad`` the history stays, as in PyTorch (a graph that saved the old values
+    then fails at backward: the version changed)."""
+    past = t._past
+    if past is None:
+        past = t._past = Past()
+    past.generation += 1
+    t._tangents = new._tangents
+    if not _grad_mode.enabled or (new._prim is None and t._prim is None):
+        return
+    entries = past.entries
+    entries.append((version_of(t), old))
+    # Runs of nodes freed by a backward pass lead to the same error: keep one of each run.
+    while len(entries) > 1 and entries[-1][1]._prim is RELEASED and entries[-2][1]._prim is RELEASED:
+        del entries[-2]
+    t.requires_grad = new.requires_grad
+    t._prim, t._args, t._inputs, t._params = new._prim, new._args, new._inputs, new._params
+    if new._prim is None:  # a value without a derivative (x //= 2): a constant from now on
+        t._versions = None
+    else:
+        n = len(new._args)
+        recorded = new._versions[:n] if new._versions is not None else (0,) * n
+        t._versions = (*recorded, version_of(t))
+
+
+def refresh(v: Tensor) -> None:
+    """A view whose base's node was replaced: ``v`` stands for the same view of the base's
+    new node (history and tangents) from now on, whatever the grad mode."""
+    base, steps, synced = v._view
+    if synced == generation(base):
+        return
+    with _set_grad(True):
+        r = base
+        for prim, params in steps:
+            r = apply(prim, (r,), params)
+    old = shell(v)
+    v._view = r._view if r._view is not None else (base, steps, generation(base))
+    if r._prim is None and v._prim is None:  # a constant before and after: only the tangents may change
+        v._tangents = r._tangents
+        return
+    past = v._past
+    if past is None:
+        past = v._past = Past()
+    past.entries.append((version_of(v), old))
+    v.requires_grad = r.requires_grad
+    v._prim, v._args, v._inputs, v._params, v._versions = r._prim, r._args, r._inputs, r._params, r._versions
+    v._tangents = r._tangents
+
+
+def fresh(t: Any) -> Any:
+    """``t``, brought up to date if it is a view whose base was updated in place."""
+    if isinstance(t, Tensor) and t._view is not None and t._view[2] != generation(t._view[0]):
+        refresh(t)
+    return t
+
+
+def _resolve_args(t: Tensor) -> None:
+    """Point ``t``'s inputs at the nodes they stood for when ``t`` was recorded: an in-place
+    update may have made one of them stand for a new node since."""
+    versions = t._versions
+    args = t._args
+    new = None
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor) and a._past is not None:
+            u = versions[i] if versions is not None else 0
+            for r, node in a._past.entries:
+                if r > u:
+                    if new is None:
+                        new = list(args)
+                    new[i] = node
+                    break
+    if new is not None:
+        t._args = tuple(new)
 
 
 # --------------------------------------------------------------------------- reverse
@@ -246,6 +414,10 @@ def _dependency_counts(roots: Sequence[Tensor]) -> dict[int, int]:
         t = stack.pop()
         if t._prim is RELEASED:
             raise _released_error(t)
+        for a in t._args:
+            if isinstance(a, Tensor) and a._past is not None:
+                _resolve_args(t)
+                break
         for a in t._args:
             if isinstance(a, Tensor) and a.requires_grad and a._prim is not None:
                 k = id(a)
@@ -295,6 +467,10 @@ def _post_order(roots: Sequence[Tensor], released_ok: bool = False) -> list[Tens
         if t._prim is RELEASED and not released_ok:
             raise _released_error(t)
         stack.append((t, True))
+        for a in t._args:
+            if isinstance(a, Tensor) and a._past is not None:
+                _resolve_args(t)
+                break
         for a in t._args:
             if isinstance(a, Tensor) and a.requires_grad and a._prim is not None and id(a) not in seen:
                 stack.append((a, False))
@@ -353,7 +529,7 @@ def without_dead_history(t: Tensor) -> Tensor:
     order = _post_order([t], released_ok=True)
     if id(t) in _live_nodes(order):
         return t
-    out = Tensor(t._data)
+    out = alias(t)
     if t._tangents is not None:
         out._tangents = {k: without_dead_history(v) for k, v in t._tangents.items()}
     return out
@@ -429,12 +605,17 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 capture[id(t)] = g if capture[id(t)] is None else capture[id(t)] + g
             args = t._args
             versions = t._versions
-            if versions is None:  # every input was at version 0 when recorded: is one not any more?
-                for a in args:
-                    if isinstance(a, Tensor) and a._version:
-                        _check_versions(t)
-            elif any(a._version != v for a, v in zip(args, versions) if isinstance(a, Tensor)):
-                _check_versions(t)
+            if versions is None:  # every input (and the output) was at version 0 when recorded: still?
+                if t._vc is not None and t._vc[0]:
+                    _check_versions(t, useful)
+                else:
+                    for a in args:
+                        if isinstance(a, Tensor) and a._vc is not None and a._vc[0]:
+                            _check_versions(t, useful)
+                            break
+            elif (0 if t._vc is None else t._vc[0]) != versions[-1] or any(
+                    (0 if a._vc is None else a._vc[0]) != v for a, v in zip(args, versions) if isinstance(a, Tensor)):
+                _check_versions(t, useful)
             if create_graph:
                 xp, ans, raw = dxp, t, constants_as_tensors(args)
             else:
@@ -500,17 +681,36 @@ def _cast_gradient(xp: Any, ga: Any, a: Tensor, prim: Primitive) -> Any:
     return xp.astype(ga, a._data.dtype)
 
 
-def _check_versions(t: Tensor) -> None:
-    """A saved input changed in place after it was recorded: its gradient would be wrong."""
-    saved = t._versions or (0,) * len(t._args)
-    for i, (a, v) in enumerate(zip(t._args, saved)):
-        if isinstance(a, Tensor) and a._version != v:
-            raise RuntimeError(
-                f"agrad.backward: argument {i} of {t._prim.name} ({backend.describe(a._data)}) was updated in place "
-                f"after the operation was recorded (version {v}, now {a._version}); its gradient would use the new "
-                f"values. Update it after backward() (optimizer.step() after loss.backward()), or compute a new "
-                f"tensor instead of updating it in place."
-            )
+def _check_versions(t: Tensor, useful: set[int] | None) -> None:
+    """An input (or the output) of ``t`` was updated in place after ``t`` was recorded:
+    an error if the derivatives wanted from ``t`` read its values (they are gone)."""
+    prim, args = t._prim, t._args
+    n = len(args)
+    saved = t._versions or (0,) * (n + 1)
+    if prim.saves is None:
+        needed: set = set(range(n)) | {"out"}
+    else:
+        needed = set()
+        for i, a in enumerate(args):
+            wanted = isinstance(a, Tensor) and (a.requires_grad if useful is None else id(a) in useful)
+            if wanted and i < len(prim.saves):
+                needed.update(prim.saves[i])
+    for i, a in enumerate(args):
+        if i in needed and isinstance(a, Tensor) and version_of(a) != saved[i]:
+            raise _modified_error(prim, f"argument {i}", a, saved[i])
+    if "out" in needed and version_of(t) != saved[n]:
+        raise _modified_error(prim, "the output", t, saved[n])
+
+
+def _modified_error(prim: Primitive, which: str, a: Tensor, recorded: int) -> RuntimeError:
+    update = a._vc[1] if a._vc is not None else "an update"
+    return RuntimeError(
+        f"agrad.backward: {which} of {prim.name} ({backend.describe(a._data)}) was updated in place by {update} "
+        f"after {prim.name} was recorded (version {recorded}, now {version_of(a)}), through it or through a "
+        f"Tensor sharing its memory (a view, a detached alias); the derivative of {prim.name} needs the old "
+        f"values. Update it after backward() (optimizer.step() after loss.backward()), or compute a new tensor "
+        f"instead of updating it in place (y = y + x, or a copy first: y = agrad.asarray(y, copy=True))."
+    )
 
 
 def constants_as_tensors(args: Sequence[Any]) -> list[Any]:
@@ -555,7 +755,7 @@ def _wrap(data: Any) -> Tensor:
     t = _new(Tensor)
     t._data = data
     t.grad = t._prim = t._args = t._inputs = t._params = t._tangents = t._versions = None
-    t._version = 0
+    t._vc = t._view = t._past = None
     t.requires_grad = False
     return t
 
@@ -600,6 +800,7 @@ def _seed(root: Tensor, grad: Any, create_graph: bool, op: str) -> Any:
 
 def is_traced(x: Any) -> bool:
     """Whether someone may differentiate with respect to ``x`` (tape or forward mode)."""
+    fresh(x)
     return isinstance(x, Tensor) and (x.requires_grad or (x._tangents is not None and
                                                           bool(forward_mode.active_levels((x,)))))
 
@@ -610,6 +811,7 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False, create_
     With ``create_graph=True`` the gradients are themselves recorded Tensors, so
     they can be differentiated again; the graph is then retained.
     """
+    fresh(root)
     if not root.requires_grad:
         raise RuntimeError(
             "agrad.backward: this tensor does not require a gradient and has no recorded history; "
@@ -638,6 +840,7 @@ def gradients(outputs: Sequence[Tensor], inputs: Sequence[Tensor], grad_outputs:
     roots, given = [], []
     input_ids = {id(x) for x in inputs}
     for out, go in zip(outputs, grad_outputs):
+        fresh(out)
         if isinstance(out, Tensor) and (out.requires_grad or id(out) in input_ids):
             roots.append(out)
             given.append(go)

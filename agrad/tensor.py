@@ -18,6 +18,7 @@ Python scalar (a constant)."""
 _AGRAD_DTYPES: dict = {}  # backend dtype class -> {backend dtype -> agrad dtype}, filled on first sight
 _ops: Any = None  # agrad.ops, bound when it is imported (it needs this module first)
 _tape: Any = None
+_inplace: Any = None  # agrad.inplace, bound likewise
 
 
 class Tensor:
@@ -29,10 +30,13 @@ class Tensor:
     """
 
     # _data: the array (``data`` checks writes); _tangents: forward-mode tangents,
-    # {level: Tensor}, while an agrad.jvp is running; _version counts in-place updates,
-    # and _versions holds the versions of a recorded node's inputs when it was recorded.
+    # {level: Tensor}, while an agrad.jvp is running. Versions (see agrad.inplace): _vc is
+    # the version counter shared by every Tensor on the same memory (None: version 0,
+    # shared with nobody yet), _versions the versions of a recorded node's inputs and of
+    # its output when it was recorded (None: all 0). _view says how a view was made from
+    # the Tensor whose history it follows, _past the nodes an in-place update replaced.
     __slots__ = ("_data", "grad", "requires_grad", "_prim", "_args", "_inputs", "_params", "_tangents",
-                 "_version", "_versions", "__weakref__")
+                 "_vc", "_versions", "_view", "_past", "__weakref__")
     grad: "Tensor | None"
     requires_grad: bool
     # numpy defers to Tensor's reflected operators (ndarray + Tensor -> Tensor.__radd__).
@@ -40,8 +44,9 @@ class Tensor:
     __array_priority__ = 1000
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
+        alias_of = None
         if isinstance(data, Tensor):
-            data = data._data
+            alias_of, data = data, data._data
         xp = backend.namespace_of((data,), "Tensor")
         if xp is None or not hasattr(data, "shape"):
             xp = backend.creation_namespace()
@@ -59,11 +64,29 @@ class Tensor:
         self._inputs = None
         self._params = None
         self._tangents = None
-        self._version = 0
+        self._vc = None
         self._versions = None
+        self._view = None
+        self._past = None
         self.requires_grad = False
+        if alias_of is not None and data is alias_of._data:  # the same memory: one version counter
+            self._vc = shared_counter(alias_of)
         if requires_grad:
             self.requires_grad_(True)
+
+    @property
+    def _version(self) -> int:
+        """How many times this Tensor's memory was updated in place (through any alias)."""
+        vc = self._vc
+        return 0 if vc is None else vc[0]
+
+    @_version.setter
+    def _version(self, value: int) -> None:
+        vc = self._vc
+        if vc is None:
+            self._vc = [value, "an update"]
+        else:
+            vc[0] = value
 
     @property
     def data(self) -> Any:
@@ -83,8 +106,12 @@ class Tensor:
                 value = value._data
             if backend.namespace_of((value,), "Tensor.data") is None:
                 raise TypeError(f"agrad: .data must be a backend array, got {type(value).__name__}")
+            # New memory: no longer an alias of anything, but graphs that saved this
+            # Tensor still see a new version.
+            self._vc = [self._version, "assigning to .data"]
+            self._view = None
             self._data = value
-        self._version += 1
+        bump_version(self, "assigning to .data")
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         """Mark this (leaf) tensor as needing a gradient. Only floating dtypes can."""
@@ -171,8 +198,10 @@ class Tensor:
         _tape.backward(self, grad, retain_graph=retain_graph, create_graph=create_graph)
 
     def detach(self) -> "Tensor":
-        """The same data, cut off from the tape and from forward-mode tangents (no copy)."""
-        return Tensor(self._data)
+        """The same data, cut off from the tape and from forward-mode tangents (no copy).
+        It shares this Tensor's version counter: an in-place update of either is seen by
+        graphs that saved the other (as in PyTorch)."""
+        return alias(self)
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -244,19 +273,21 @@ class Tensor:
         return self._data.__dlpack_device__()
 
     # ----------------------------------------------------------------- in-place operators
-    def __iadd__(self, other): return _update_in_place(self, other, "+=")
-    def __isub__(self, other): return _update_in_place(self, other, "-=")
-    def __imul__(self, other): return _update_in_place(self, other, "*=")
-    def __itruediv__(self, other): return _update_in_place(self, other, "/=")
-    def __ipow__(self, other): return _update_in_place(self, other, "**=")
-    def __imod__(self, other): return _update_in_place(self, other, "%=")
-    def __ifloordiv__(self, other): return _update_in_place(self, other, "//=")
-    def __iand__(self, other): return _update_in_place(self, other, "&=")
-    def __ior__(self, other): return _update_in_place(self, other, "|=")
-    def __ixor__(self, other): return _update_in_place(self, other, "^=")
-    def __ilshift__(self, other): return _update_in_place(self, other, "<<=")
-    def __irshift__(self, other): return _update_in_place(self, other, ">>=")
-    def __imatmul__(self, other): return _update_in_place(self, other, "@=")
+    # Differentiable where they must be (agrad.inplace has the rules): the Tensor stays
+    # the same object and stands for the updated value from then on.
+    def __iadd__(self, other): return _inplace.augmented(self, other, "+=")
+    def __isub__(self, other): return _inplace.augmented(self, other, "-=")
+    def __imul__(self, other): return _inplace.augmented(self, other, "*=")
+    def __itruediv__(self, other): return _inplace.augmented(self, other, "/=")
+    def __ipow__(self, other): return _inplace.augmented(self, other, "**=")
+    def __imod__(self, other): return _inplace.augmented(self, other, "%=")
+    def __ifloordiv__(self, other): return _inplace.augmented(self, other, "//=")
+    def __iand__(self, other): return _inplace.augmented(self, other, "&=")
+    def __ior__(self, other): return _inplace.augmented(self, other, "|=")
+    def __ixor__(self, other): return _inplace.augmented(self, other, "^=")
+    def __ilshift__(self, other): return _inplace.augmented(self, other, "<<=")
+    def __irshift__(self, other): return _inplace.augmented(self, other, ">>=")
+    def __imatmul__(self, other): return _inplace.augmented(self, other, "@=")
 
     # ----------------------------------------------------------------- the array API
     def __array_namespace__(self, /, *, api_version: str | None = None) -> Any:
@@ -291,19 +322,10 @@ class Tensor:
     def __getitem__(self, key): return _ops.getitem(self, key)
 
     def __setitem__(self, key, value) -> None:
-        """``t[key] = value``: an in-place update, so the rules of ``t -= x`` apply: allowed
-        under ``agrad.no_grad()`` and for tensors nobody differentiates, an error for a
-        recorded tensor or a leaf that requires a gradient while recording (build the result
-        with agrad.where, concat or stack there)."""
-        _check_update(self, "item assignment")
-        raw = value._data if isinstance(value, Tensor) else value
-        backend.namespace_of((self._data, raw), "Tensor.__setitem__")
-        if isinstance(key, Tensor):
-            key = key._data
-        elif isinstance(key, tuple):
-            key = tuple(k._data if isinstance(k, Tensor) else k for k in key)
-        self._data[key] = raw
-        self._version += 1
+        """``t[key] = value`` with any index the standard allows (and integer arrays and
+        boolean masks), recorded when ``t`` or ``value`` carries a derivative: see
+        :mod:`agrad.inplace`."""
+        _inplace.setitem(self, key, value)
 
     # Comparisons give boolean tensors without a gradient.
     def __eq__(self, other): return _ops.equal(self, other)  # type: ignore[override]
@@ -342,8 +364,39 @@ class Tensor:
     def tanh(self): return _ops.tanh(self)
 
 
+def version_of(t: Tensor) -> int:
+    """The version of ``t``'s memory: how many in-place updates it has seen."""
+    vc = t._vc
+    return 0 if vc is None else vc[0]
+
+
+def shared_counter(t: Tensor) -> list:
+    """``t``'s version counter, made shareable (a list [version, last update]) if it was not."""
+    vc = t._vc
+    if vc is None:
+        vc = t._vc = [0, "an update"]
+    return vc
+
+
+def bump_version(t: Tensor, what: str) -> None:
+    """``t``'s memory was written in place by ``what``: every Tensor on it sees a new version."""
+    vc = t._vc
+    if vc is None:
+        t._vc = [1, what]
+    else:
+        vc[0] += 1
+        vc[1] = what
+
+
+def alias(t: Tensor) -> Tensor:
+    """A new Tensor on ``t``'s array, with no history or tangents, sharing its version counter."""
+    out = Tensor(t._data)
+    out._vc = shared_counter(t)
+    return out
+
+
 def _check_update(t: Tensor, what: str) -> None:
-    """Refuse an update that would silently corrupt recorded derivatives."""
+    """Refuse a replacement of the array that would silently corrupt recorded derivatives."""
     if t._prim is not None:
         raise RuntimeError(
             f"agrad: {what} on a tensor computed by a recorded operation would corrupt the gradients that "
@@ -357,44 +410,3 @@ def _check_update(t: Tensor, what: str) -> None:
         )
     if t._tangents is not None and _tape.is_traced(t):
         raise RuntimeError(f"agrad: {what} on a tensor that carries a forward-mode tangent (inside agrad.jvp)")
-
-
-def _update_in_place(t: Tensor, other: Any, op: str) -> Tensor:
-    """``t op= other``: the same Tensor object afterwards, its array updated in place where
-    the backend allows it, its shape and dtype kept (as NumPy and PyTorch do)."""
-    _check_update(t, f"`{op}`")
-    raw = other._data if isinstance(other, Tensor) else other
-    backend.namespace_of((t._data, raw), f"Tensor `{op}`")
-    data = t._data
-    try:
-        data = _IN_PLACE[op](data, raw)
-    except (TypeError, ValueError) as exc:  # a cast that loses kind, or a broadcast that grows t
-        raise type(exc)(f"agrad: `{op}` cannot update {backend.describe(t._data)} with "
-                        f"{backend.describe(raw)} in place: {exc}") from None
-    if tuple(data.shape) != tuple(t._data.shape) or data.dtype != t._data.dtype:
-        raise ValueError(f"agrad: `{op}` would change {backend.describe(t._data)} into "
-                         f"{backend.describe(data)}; an in-place update keeps the shape and dtype")
-    t._data = data
-    t._version += 1
-    return t
-
-
-def _iadd(a, b): a += b; return a  # noqa: E702
-def _isub(a, b): a -= b; return a  # noqa: E702
-def _imul(a, b): a *= b; return a  # noqa: E702
-def _itruediv(a, b): a /= b; return a  # noqa: E702
-def _ipow(a, b): a **= b; return a  # noqa: E702
-def _imod(a, b): a %= b; return a  # noqa: E702
-def _ifloordiv(a, b): a //= b; return a  # noqa: E702
-def _iand(a, b): a &= b; return a  # noqa: E702
-def _ior(a, b): a |= b; return a  # noqa: E702
-def _ixor(a, b): a ^= b; return a  # noqa: E702
-def _ilshift(a, b): a <<= b; return a  # noqa: E702
-def _irshift(a, b): a >>= b; return a  # noqa: E702
-def _imatmul(a, b): a @= b; return a  # noqa: E702
-
-
-# The backend array's own in-place operator for each spelling (a new array where the
-# backend has no in-place form; the Tensor is updated either way).
-_IN_PLACE = {"+=": _iadd, "-=": _isub, "*=": _imul, "/=": _itruediv, "**=": _ipow, "%=": _imod, "//=": _ifloordiv,
-             "&=": _iand, "|=": _ior, "^=": _ixor, "<<=": _ilshift, ">>=": _irshift, "@=": _imatmul}

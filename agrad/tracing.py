@@ -238,6 +238,7 @@ for _name, _fn in [("lt", operator.lt), ("le", operator.le), ("gt", operator.gt)
 for _name, _fn in [("neg", operator.neg), ("pos", operator.pos), ("abs", operator.abs), ("invert", operator.invert)]:
     setattr(TraceArray, f"__{_name}__", (lambda f: lambda self: self.tracer.call(f, (self,), {}))(_fn))
 TraceArray.__hash__ = object.__hash__  # type: ignore[assignment]
+backend._PROXY_TYPES[TraceArray] = operator.attrgetter("value")
 
 
 # --------------------------------------------------------------------------- the recording namespace

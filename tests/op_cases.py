@@ -36,6 +36,17 @@ def _spd(rng, n, batch=()):
     return q @ (w[:, None] * np.swapaxes(q, -1, -2))
 
 
+def _updated_in_place(x, v):
+    """Item assignment and augmented assignment on a computed tensor and on views of it."""
+    z = x * 1.0
+    z[1:, ::2] = v  # a strided region
+    z *= x  # the whole tensor (its old value is read by the derivative)
+    row = z[0]  # a view: updating it updates z
+    row += v[0, 0]
+    z[-1, None, 1:3] -= 2.0 * v[:, :2]  # None, negative index, broadcasting
+    return z * row
+
+
 def cases(rng):
     c = {}
     # elementwise, with broadcasting in the binary ops
@@ -163,6 +174,17 @@ def cases(rng):
         (lambda x, i: x[i], [_any(rng, 3, 2), idx], {}),  # repeated indices
         (lambda x, i: agrad.take(x, i, axis=1), [_any(rng, 2, 3), idx], {}),
         (lambda x, i, j: x[i, j], [_any(rng, 3, 3), idx, idx[::-1].copy()], {}),
+    ]
+    c["index_update"] = [
+        (lambda x, v: agrad.ops.assign(x, (slice(0, 2), 1), v), [_any(rng, 3, 4), _any(rng, 2)], {}),
+        # a negative step, None, and a value broadcast to the region
+        (lambda x, v: agrad.ops.assign(x, (slice(None, None, -2), None, slice(1, 3)), v),
+         [_any(rng, 3, 4), _any(rng, 1, 2)], {}),
+        (lambda x, v, i: agrad.ops.assign(x, i, v), [_any(rng, 4, 2), _any(rng, 5, 2), idx], {}),  # repeats
+        (lambda x, v, i, j: agrad.ops.assign(x, (i, j), v), [_any(rng, 3, 3), _any(rng, 5), idx, idx[::-1].copy()],
+         {}),
+        (lambda x, v: agrad.ops.assign(x, x > 0.0, v), [_away_from_zero(rng, 3, 4), _any(rng, 1)], {}),  # a mask
+        (_updated_in_place, [_any(rng, 3, 4), _any(rng, 1, 2)], {}),
     ]
     c["scatter_add"] = [(lambda g, i: agrad.scatter_add(g, (3, 2), (i,)), [_any(rng, 5, 2), idx], {})]
     c["astype"] = [(lambda x: agrad.astype(agrad.astype(x, "float32"), "float64") * x, [_any(rng, 4)],

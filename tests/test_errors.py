@@ -51,8 +51,12 @@ def test_item_assignment_follows_the_in_place_rules():
         w[1] = 3.0
     assert w.numpy().tolist() == [1.0, 3.0, 1.0] and w.requires_grad
     y = w * 2.0
-    with pytest.raises(RuntimeError, match="recorded operation"):
-        y[0] = 0.0
+    y[0] = 0.0  # a recorded tensor: the update is recorded too (agrad.inplace)
+    agrad.sum(y * y).backward()
+    assert w.grad.numpy().tolist() == [0.0, 24.0, 8.0]
+    v = w[1:]
+    with pytest.raises(RuntimeError, match="view of a leaf"):
+        v[0] = 1.0
 
 
 def test_clip_bounds():

@@ -72,9 +72,6 @@ def test_in_place_update_while_recording_is_an_error(on_backend):
     w = agrad.tensor(on_backend(np.ones(2)), requires_grad=True)
     with pytest.raises(RuntimeError, match="no_grad"):
         w -= 1.0
-    y = w * 2.0
-    with pytest.raises(RuntimeError, match="recorded operation"):
-        y += 1.0
     with pytest.raises(RuntimeError, match="no_grad"):
         w.data = on_backend(np.zeros(2)).data
     np.testing.assert_array_equal(w.numpy(), [1.0, 1.0])  # nothing changed

@@ -7,6 +7,7 @@ with under ``create_graph=True``, so it mirrors the array API names they use.
 
 import math as _math
 
+from .. import inplace as _inplace_module
 from .. import tape as _tape_module
 from .. import tensor as _tensor_module
 from . import linalg as linalg  # agrad.linalg, and xp.linalg for rules run on Tensors
@@ -103,6 +104,7 @@ from .no_gradient import (
 )
 from .reductions import log_softmax, logsumexp, max, mean, min, softmax, sum, var
 from .sets import unique_all, unique_counts, unique_inverse, unique_values
+from .shapes import assign as assign  # (functional item assignment, and what VJPs call under create_graph)
 from .shapes import (
     broadcast_arrays,
     broadcast_to,
@@ -123,14 +125,16 @@ from .shapes import (
     tile,
     unstack,
 )
+from .shapes import index_update as index_update
 from .sorting import argsort, sort
 from .trigonometric import acos, acosh, asin, asinh, atan, atan2, atanh, cosh, hypot, sinh
 
 # The standard's constants.
 e, inf, nan, pi, newaxis = _math.e, _math.inf, _math.nan, _math.pi, None
 
-_tensor_module._ops = __import__(__name__, fromlist=["_"])
+_tensor_module._ops = _inplace_module._ops = __import__(__name__, fromlist=["_"])
 _tensor_module._tape = _tape_module
+_tensor_module._inplace = _inplace_module
 
 __all__ = [
     "abs", "acos", "acosh", "add", "all", "any", "arange", "argmax", "argmin", "argsort", "asarray", "asin",

@@ -54,3 +54,7 @@ def identity(x: ArrayLike, /) -> Tensor:
 # Casts, transfers and the identity are linear: tangents are cast, moved, passed on.
 for _prim in (_astype, _to_device, _identity):
     _prim.defjvp(linear=True)
+# The identity, and a transfer to the device an array is on, give the input's array itself
+# (a view, for in-place updates: see agrad.inplace).
+_identity.view = lambda base, new: new
+_to_device.view = lambda base, new, device: to_device(new, base.device)

@@ -164,6 +164,20 @@ def clip(x: ArrayLike, /, min: float | None = None, max: float | None = None) ->
     return _clip(x, min=min, max=max)
 
 
+# What each VJP reads (see Primitive's ``saves``): an in-place update of a value no VJP
+# reads is no error at backward. Ops not named here are taken to read everything.
+_NOTHING, _OUT, _X = (), ("out",), (0,)
+for _prim, _saves in [
+    (_add, (_NOTHING, _NOTHING)), (_subtract, (_NOTHING, _NOTHING)), (_multiply, ((1,), (0,))),
+    (_divide, ((1,), (1, "out"))), (_where, (_NOTHING, (0,), (0,))), (_remainder, (_NOTHING, (0, 1))),
+    (_negative, (_NOTHING,)), (_positive, (_NOTHING,)),
+    (_exp, (_OUT,)), (_expm1, (_OUT,)), (_reciprocal, (_OUT,)), (_sqrt, (_OUT,)), (_tan, (_OUT,)),
+    (_tanh, (_OUT,)), (_sigmoid, (_OUT,)),
+    (_log, (_X,)), (_log1p, (_X,)), (_log2, (_X,)), (_log10, (_X,)), (_square, (_X,)), (_abs, (_X,)),
+    (_sin, (_X,)), (_cos, (_X,)), (_relu, (_X,)), (_clip, (_X,)),
+]:
+    _prim.saves = _saves
+
 # Forward mode: every op here is elementwise, so its Jacobian is diagonal and each VJP,
 # called with the tangent in place of g, is the JVP (broadcasting included).
 for _prim in (_add, _subtract, _multiply, _divide, _pow, _maximum, _minimum, _where, _negative, _exp, _log, _log1p,

@@ -68,6 +68,7 @@ def _check_matmul(x1, x2):
 _matrix_transpose = primitive(
     "matrix_transpose", lambda xp, x: xp.matrix_transpose(x),
     lambda xp, g, ans, x: xp.matrix_transpose(g),
+    view=lambda base, new: matrix_transpose(new),  # (a view of x: see agrad.inplace)
 ).defjvp(linear=True)
 
 

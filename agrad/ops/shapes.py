@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .. import backend, dtypes
-from ..tape import Primitive, primitive
+from ..tape import Primitive, primitive, read_only_view
 from ..tensor import ArrayLike, Tensor
 from .reductions import normalize_axis
 
@@ -20,8 +20,9 @@ _reshape = primitive(
 
 def reshape(x: ArrayLike, /, shape: int | tuple[int, ...], *, copy: bool | None = None) -> Tensor:
     """Give ``x`` a new shape with the same number of elements (one entry may be -1).
-    The result never shares memory that an in-place update of one would change in the
-    other (``copy`` is accepted for the array API; agrad never aliases a result)."""
+    As in NumPy the result is a view of ``x`` where the layout allows (an in-place update
+    of one is seen by the other, see :mod:`agrad.inplace`), else a copy; ``copy`` is
+    accepted for the array API."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     size = 1
     for s in x.shape:
@@ -86,7 +87,7 @@ _broadcast_to = primitive(
 
 
 def broadcast_to(x: ArrayLike, /, shape: tuple[int, ...]) -> Tensor:
-    """Broadcast ``x`` to ``shape`` (a read-only view)."""
+    """Broadcast ``x`` to ``shape`` (a read-only view: it cannot be updated in place)."""
     shape = tuple(shape)
     xs = tuple(x.shape)
     ok = len(shape) >= len(xs) and all(a in (1, b) for a, b in zip(xs[::-1], shape[::-1]))
@@ -153,6 +154,91 @@ _scatter_add = primitive(
     "scatter_add", lambda xp, g, shape, key: xp.scatter_add(g, shape, key),
     lambda xp, gg, ans, g, shape, key: xp.getitem(gg, key),
 )
+
+
+_index_update = primitive(
+    "index_update", lambda xp, x, value, key: xp.index_update(x, value, key),
+    lambda xp, g, ans, x, value, key: xp.index_update(g, 0.0, key),
+    lambda xp, g, ans, x, value, key: xp.getitem(g, key),
+)
+
+
+def index_update(x: ArrayLike, value: ArrayLike, key: tuple) -> Tensor:
+    """A copy of ``x`` with ``x[key] = value``, for a key that writes every element at most
+    once and a ``value`` of exactly the shape ``x[key]`` has: the primitive behind
+    :func:`assign` (which accepts every key and broadcasts)."""
+    return _index_update(x, value, key=key)
+
+
+def assign(x: ArrayLike, key: Any, value: ArrayLike) -> Tensor:
+    """``x`` with ``x[key] = value``, as a new Tensor, differentiable in ``x`` and ``value``.
+
+    Every key ``x[key]`` takes (ints, slices with any step, ``...``, ``None``, integer
+    arrays, boolean masks); ``value`` is cast to ``x``'s dtype and broadcast to the
+    shape of ``x[key]``. Where integer indices repeat, the last write wins on every
+    backend (the standard leaves it unspecified), and the derivative follows the value
+    that was kept: the others get none.
+    """
+    from .conversions import astype
+    from .elementwise import positive
+
+    if not isinstance(x, Tensor):
+        x = Tensor(x)
+    raw = x._data
+    xp = backend.namespace_of((raw,), "setitem")
+    raw_key = key._data if isinstance(key, Tensor) else key
+    if hasattr(raw_key, "dtype") and len(raw_key.shape) == 0 and dtypes.as_dtype(raw_key.dtype) == dtypes.ALL["bool"]:
+        # A 0-d boolean mask selects x itself behind a new axis of length 1 (True) or nothing.
+        if not bool(raw_key):
+            return positive(x)
+        value = reshape(broadcast_to(_as_value(value, x, xp), (1,) + tuple(x.shape)), tuple(x.shape))
+        key = Ellipsis
+    key = _normalize_key(x, key, x.ndim)
+    value = _as_value(value, x, xp)
+    if value.dtype != x.dtype:
+        value = astype(value, x.dtype)
+    region = tuple(xp.getitem(raw, key).shape)
+    try:
+        value = broadcast_to(value, region)
+    except ValueError:
+        raise ValueError(f"agrad.setitem: cannot assign a value of shape {value.shape} to x[key] of shape {region} "
+                         f"(x has shape {x.shape}): it must broadcast to it") from None
+    if not any(backend.is_index_array(k) for k in key):
+        # Basic indexing writes each element once. The standard allows no None in
+        # __setitem__: the value loses those axes (all of length 1) instead.
+        if any(k is None for k in key):
+            key = tuple(k for k in key if k is not None)
+            value = reshape(value, tuple(xp.getitem(raw, key).shape))
+        return index_update(x, value, key)
+    # Integer arrays: the flat positions written, each kept once, at its last write.
+    size = 1
+    for n in x.shape:
+        size *= n
+    positions = xp.reshape(xp.getitem(xp.reshape(_arange_beside(xp, size, raw), tuple(x.shape)), key), (-1,))
+    if positions.shape[0] == 0:
+        return positive(x)
+    order = xp.argsort(positions, stable=True)
+    ordered = xp.take(positions, order)
+    last = xp.concat([ordered[1:] != ordered[:-1], backend.create(xp, "ones", (1,), dtype=xp.bool,
+                                                                  device=raw.device)])
+    winners = xp.take(order, xp.nonzero(last)[0])  # ascending positions, one per element written
+    kept = take(reshape(value, (-1,)), winners, axis=0)
+    flat = index_update(reshape(x, (-1,)), kept, (xp.take(positions, winners),))
+    return reshape(flat, tuple(x.shape))
+
+
+def _as_value(value: Any, x: Tensor, xp: Any) -> Tensor:
+    """An assigned value as a Tensor beside ``x`` (a Python number in ``x``'s dtype)."""
+    if isinstance(value, Tensor):
+        return value
+    if hasattr(value, "shape"):
+        backend.namespace_of((x._data, value), "setitem")
+        return Tensor(value)
+    return Tensor(backend.create(xp, "asarray", value, dtype=x._data.dtype, device=x._data.device))
+
+
+def _arange_beside(xp: Any, n: int, like: Any) -> Any:
+    return backend.create(xp, "arange", n, device=like.device)
 
 
 def scatter_add(g: ArrayLike, shape: tuple[int, ...], key: Any) -> Tensor:
@@ -322,7 +408,19 @@ def take_along_axis(x: ArrayLike, indices: ArrayLike, /, *, axis: int = -1) -> T
 
 
 # Forward mode: every op here is linear in its array arguments, so the output tangent
-# is the op applied to the input tangents.
+# is the op applied to the input tangents (and the VJPs read no values).
 for _prim in (_reshape, _permute_dims, _expand_dims, _squeeze, _broadcast_to, concat_p, stack_p, _getitem,
-              _scatter_add, _flip, _roll):
+              _scatter_add, _index_update, _flip, _roll):
     _prim.defjvp(linear=True)
+
+# Ops whose result may be a view of their input (NumPy, CuPy and array-api-strict return
+# views for these where the layout allows): each gives its input with the viewed part
+# replaced, so that an in-place update of the view reaches its base (agrad.inplace).
+_reshape.view = lambda base, new, shape: reshape(new, tuple(base.shape))
+_permute_dims.view = lambda base, new, axes: permute_dims(new, tuple(sorted(range(len(axes)),
+                                                                            key=axes.__getitem__)))
+_expand_dims.view = lambda base, new, axis: reshape(new, tuple(base.shape))
+_squeeze.view = lambda base, new, axis: reshape(new, tuple(base.shape))
+_getitem.view = lambda base, new, key: assign(base, key, new)
+_flip.view = lambda base, new, axis: flip(new, axis=axis)
+_broadcast_to.view = read_only_view
