@@ -227,23 +227,22 @@ def _setitem_in_place(t: Tensor, key: Any, raw: Any) -> None:
         key = key._data
     elif isinstance(key, tuple):
         key = tuple(k._data if isinstance(k, Tensor) else k for k in key)
-    keys = key if isinstance(key, tuple) else (key,)
-    if any(k is None for k in keys) or (backend.namespace_of((t._data,), "setitem").name == "array_api_strict"
-                                        and any(backend.is_index_array(k) and not _is_mask(k) for k in keys)):
-        # What the standard's __setitem__ lacks (None; integer arrays on array-api-strict): the
-        # new value computed as a recorded update would compute it, then written.
-        with tape.no_grad():
-            raw = _ops.assign(Tensor(t._data), key, raw)._data
-        key = ...
+    if backend.namespace_of((t._data,), "setitem").name == "array_api_strict":
+        # The standard's __setitem__ takes no None, no integer arrays (on array-api-strict),
+        # and no key naming fewer axes than the array has (NumPy's habit, kept by agrad):
+        # such updates are computed as a recorded update would compute them, then written.
+        scalar_mask = hasattr(key, "ndim") and key.ndim == 0
+        normal = key if scalar_mask else _ops.shapes._normalize_key(t, key, t.ndim)
+        if scalar_mask or any(k is None or backend.is_index_array(k) for k in normal):
+            with tape.no_grad():
+                raw = _ops.assign(Tensor(t._data), key, raw)._data
+            normal = ...
+        key = normal
     try:
         t._data[key] = raw
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"agrad: item assignment cannot write into {backend.describe(t._data)}: {exc}") from None
     bump_version(t, "item assignment")
-
-
-def _is_mask(k: Any) -> bool:
-    return hasattr(k, "dtype") and _ops.isdtype(k.dtype, "bool")
 
 
 def _iadd(a, b): a += b; return a  # noqa: E702

@@ -68,6 +68,14 @@ def from_dlpack(x: Any, /, *, device: Any = None, copy: bool | None = None) -> T
     return Tensor(backend.from_dlpack(_raw(x), device=device, copy=copy))
 
 
+def _has_typed_scalars(data: Any) -> bool:
+    """Whether (nested) Python data holds numbers with a dtype of their own (np.float64(0.5)):
+    they keep it, as in PyTorch, where plain Python floats get the default dtype."""
+    if isinstance(data, (list, tuple)):
+        return any(_has_typed_scalars(d) for d in data)
+    return hasattr(data, "dtype")
+
+
 def _new_array(data: Any, dtype: Any, device: Any, copy: bool | None, op: str) -> Any:
     """``data`` as a backend array on ``device`` with ``dtype``; ``copy`` as in :func:`asarray`."""
     src = backend.namespace_of((data,), op) if hasattr(data, "shape") else None
@@ -75,7 +83,7 @@ def _new_array(data: Any, dtype: Any, device: Any, copy: bool | None, op: str) -
         xp = backend.namespace_for_device(device)
         arr = backend.create(xp, "asarray", data, dtype=backend.resolve_dtype(xp, dtype),
                       device=backend.resolve_device(xp, device))
-        if dtype is None and xp.isdtype(arr.dtype, "real floating"):
+        if dtype is None and xp.isdtype(arr.dtype, "real floating") and not _has_typed_scalars(data):
             default = backend.resolve_dtype(xp, dtypes.get_default_dtype())
             if arr.dtype != default:
                 arr = xp.astype(arr, default)

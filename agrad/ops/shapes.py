@@ -203,6 +203,11 @@ def assign(x: ArrayLike, key: Any, value: ArrayLike) -> Tensor:
     except ValueError:
         raise ValueError(f"agrad.setitem: cannot assign a value of shape {value.shape} to x[key] of shape {region} "
                          f"(x has shape {x.shape}): it must broadcast to it") from None
+    if all(k is Ellipsis or (isinstance(k, slice) and k.indices(n) == (0, n, 1))
+           for k, n in zip(_expand_ellipsis(key, x.ndim), x.shape)):
+        # Every element written: the result does not depend on x (nor does its derivative).
+        return positive(broadcast_to(value, tuple(x.shape))) if region == tuple(x.shape) else \
+            positive(reshape(value, tuple(x.shape)))
     if not any(backend.is_index_array(k) for k in key):
         # Basic indexing writes each element once. The standard allows no None in
         # __setitem__: the value loses those axes (all of length 1) instead.
@@ -225,6 +230,20 @@ def assign(x: ArrayLike, key: Any, value: ArrayLike) -> Tensor:
     kept = take(reshape(value, (-1,)), winners, axis=0)
     flat = index_update(reshape(x, (-1,)), kept, (xp.take(positions, winners),))
     return reshape(flat, tuple(x.shape))
+
+
+def _expand_ellipsis(key: tuple, ndim: int) -> tuple:
+    """A key without index arrays, one entry per axis of x: ``...`` spelled out as full
+    slices; None and index arrays (which do not map one axis to one) make it ()."""
+    if any(k is None or backend.is_index_array(k) for k in key):
+        return (0,) * (ndim + 1)  # (never "every element": zip stops at the axes, the 0s are not slices)
+    out = []
+    for k in key:
+        if k is Ellipsis:
+            out.extend([slice(None)] * (ndim - (len(key) - 1)))
+        else:
+            out.append(k)
+    return tuple(out)
 
 
 def _as_value(value: Any, x: Tensor, xp: Any) -> Tensor:
