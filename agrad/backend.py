@@ -297,6 +297,10 @@ def _mixed_error(op: str, arrays: list, a: Any, b: Any) -> BackendError:
     )
 
 
+def is_numpy_scalar(x: Any) -> bool:
+    return isinstance(x, np.generic)
+
+
 def is_numpy_array(x: Any) -> bool:
     return isinstance(x, (np.ndarray, np.generic))
 
@@ -560,8 +564,20 @@ def create(xp: ArrayNamespace, fn: str, *args: Any, device: Any = None, **kwargs
         # array-api-compat's cupy wrapper ignores device= for creation: enter the device.
         dev = device if device is not None else default_device(xp)
         with dev:
-            return getattr(xp, fn)(*args, **kwargs)
-    return getattr(xp, fn)(*args, device=device, **kwargs)
+            return created(getattr(xp, fn)(*args, **kwargs))
+    return created(getattr(xp, fn)(*args, device=device, **kwargs))
+
+
+_CREATION_HOOK: list = [None]  # agrad.compile's tracer notes the arrays made while it traces
+
+
+def created(x: Any) -> Any:
+    """``x``, an array agrad has just made (not one it was given): while agrad.compile
+    traces, a replay must make it afresh if the function updates it in place."""
+    hook = _CREATION_HOOK[0]
+    if hook is not None:
+        hook(x)
+    return x
 
 
 def from_dlpack(x: Any, device: Any = None, copy: bool | None = None) -> Any:

@@ -412,7 +412,11 @@ def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
             if any(o in mutated for o in outs):
                 mutated.add(k)
     # Constant folding: what depends only on constants is computed once (its traced value).
-    const_sources = {slot for slot, kind, *_ in tracer.sources if kind == "const"}
+    # A constant updated in place is none: an array made inside the function starts each
+    # replay as a copy of its first value (eager code makes it anew each call), one
+    # captured from outside is the same array each call, updated again.
+    fresh_sources = mutated & set(tracer.initial_values)
+    const_sources = {slot for slot, kind, *_ in tracer.sources if kind == "const" and slot not in mutated}
     static = set(const_sources)
     for ins in instructions:
         ins_slots = _slots_in(ins.args) + _slots_in(ins.kwargs)
@@ -473,7 +477,13 @@ def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
                 continue
             env[f"h{slot}"] = where[0]
             into = host if graph and slot in numbers else arrays
-            if kind == "tensor":
+            if slot in fresh_sources:  # made inside the function, then updated in place
+                if graph:
+                    raise _NoGraph("an array made inside the function is updated in place (a new one each call)")
+                env[f"h{slot}"] = tracer.initial_values[slot]
+                env[f"copy{slot}"] = out_xp.asarray
+                into.append(f"v{slot} = copy{slot}(h{slot}, copy=True)")
+            elif kind == "tensor":
                 into.append(f"v{slot} = h{slot}._data")
             elif kind == "grad":
                 into.append(f"v{slot} = h{slot}.grad._data")

@@ -50,7 +50,7 @@ class Tensor:
         xp = backend.namespace_of((data,), "Tensor")
         if xp is None or not hasattr(data, "shape"):
             xp = backend.creation_namespace()
-            data = xp.asarray(data)
+            data = backend.created(xp.asarray(data))
             if xp.isdtype(data.dtype, "real floating"):  # a Python float: the default floating dtype
                 default = backend.resolve_dtype(xp, dtypes.get_default_dtype())
                 if data.dtype != default:

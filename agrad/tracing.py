@@ -196,7 +196,16 @@ class TraceArray:
     def __getitem__(self, key): return self.tracer.call(operator.getitem, (self, key), {})
 
     def __setitem__(self, key, value) -> None:
+        self._writable()
         self.tracer.call(operator.setitem, (self, key, value), {}, mutates=self)
+
+    def _writable(self) -> None:
+        """Before an in-place write: NumPy computes 0-d results as immutable scalars, which
+        eager agrad holds as 0-d arrays; from here on this proxy (and every Tensor holding
+        it) is such an array, made by a recorded conversion."""
+        if backend.is_numpy_scalar(self.value):
+            array = self.tracer.call(self.tracer.home.asarray, (self,), {})
+            self.value, self.slot = array.value, array.slot
 
     def __array_namespace__(self, *args, **kwargs):
         return self.tracer.namespace
@@ -215,6 +224,7 @@ def _binary(fn: Callable, name: str):
 
 def _inplace(fn: Callable, name: str):
     def iop(self, other):
+        self._writable()
         return self.tracer.call(fn, (self, other), {}, mutates=self)
 
     iop.__name__ = f"__i{name}__"
@@ -338,6 +348,11 @@ class Tracer:
         self.input_checks: list[tuple] = []  # (slot, check): run on that input's array before each replay
         self.cleared: list[Any] = []  # Tensors whose gradient the function itself set to None (zero_grad)
         self.cleared_ids: set[int] = set()
+        # Arrays agrad made while tracing (agrad.zeros inside the function...), and for those the
+        # trace reads, their values when first read: one the function updates in place is a
+        # new array in every eager call, so a replay starts from a copy of that value.
+        self.created_ids: set[int] = set()
+        self.initial_values: dict[int, Any] = {}  # slot -> value
 
     # ----------------------------------------------------------------- slots
     def new_slot(self) -> int:
@@ -358,9 +373,16 @@ class Tracer:
         self.sources.append((t.slot, kind, *where))
         if kind == "arg":
             self.arg_index[t.slot] = where[0]
+        if kind in ("const", "tensor") and id(value) in self.created_ids:
+            self.initial_values[t.slot] = backend.namespace_of((value,), "compile").asarray(value, copy=True)
         self.source_meta[t.slot] = _meta(value)
         self.source_values[t.slot] = value
         return t
+
+    def note_created(self, x: Any) -> None:
+        if not isinstance(x, TraceArray):
+            self.created_ids.add(id(x))
+            self.keep.append(x)  # (its id stays unique)
 
     def check_input(self, proxy: Any, check: Callable[[Any], None], what: str) -> None:
         """Run ``check`` (which raises on bad values) on the array behind ``proxy`` now and
@@ -505,9 +527,11 @@ def begin(tracer: Tracer) -> None:
                            "outer function only")
     _TRACER = tracer
     backend._BY_TYPE[TraceArray] = tracer.namespace  # namespace_of(proxies) is the recording namespace
+    backend._CREATION_HOOK[0] = tracer.note_created
 
 
 def end() -> None:
     global _TRACER
     _TRACER = None
     backend._BY_TYPE.pop(TraceArray, None)
+    backend._CREATION_HOOK[0] = None

@@ -4,7 +4,10 @@ A case is drawn from one seed:
 
 * a random **program** ``S0(x, y) -> scalar`` over the registered ops: broadcasting,
   0-d values, reductions, shape ops, repeated indices, values used several times,
-  stacks of Tensors, checkpoint / custom_vjp / custom_jvp pieces;
+  stacks of Tensors, checkpoint / custom_vjp / custom_jvp pieces, and in-place
+  statements: item and augmented assignment on fresh arrays, on computed values that
+  were used before (those uses keep the old value) and through views of them (the base
+  sees the update), with basic, integer-array (repeated) and boolean-mask keys;
 * a random **tower of transforms** ``S1, S2, ...``: each level turns the previous
   scalar function into a new scalar function of the same two arguments, a
   directional derivative taken with a random transform (grad with argnums, grad of a
@@ -55,6 +58,9 @@ class Program:
         for k, (name, ops, params) in enumerate(self.steps):
             args = ", ".join(f"v{i}" for i in ops)
             extra = "".join(f", {k2}={v!r}" for k2, v in params.items() if k2 != "const")
+            if name in IN_PLACE:  # (the statement, written out)
+                lines.append(f"v{k + 2} = {name}({args}{extra})  # shape {self.shapes[k + 2]}; in place on v{ops[0]}")
+                continue
             lines.append(f"v{k + 2} = {name}({args}{extra})  # shape {self.shapes[k + 2]}")
         lines.append(f"out = sum(w * v{len(self.shapes) - 1})")
         return "\n".join(lines)
@@ -132,20 +138,166 @@ def _binary(name: str, a: Any, b: Any, params: dict) -> Any:
     raise KeyError(name)
 
 
+# In-place statements must not overwrite a value a recorded derivative still reads: that
+# is an error by design (as in PyTorch), not a finding. So the generator tracks which
+# values may share memory (a group: a value and its views) and whether anything reads a
+# group's values in its derivative; these steps read none of their operands' values
+# (nor their own result's), every other step is taken to read all of them.
+READS_NOTHING = {"add", "subtract", "negative", "identity", "sum", "mean", "reshape", "transpose", "expand_dims",
+                 "squeeze", "broadcast_to", "getitem", "take0", "mask", "concat", "stack", "asarray_list",
+                 "where_const"}
+VIEWS = {"identity", "reshape", "transpose", "expand_dims", "squeeze", "broadcast_to", "getitem"}  # (may be views)
+IN_PLACE = ["fresh_update", "late_update", "view_update"]
+
+
+@dataclass
+class _Groups:
+    """Which pool values may share memory, and what is known about each group."""
+
+    of: list = field(default_factory=list)  # pool index -> group
+    frozen: set = field(default_factory=set)  # groups never to update: the inputs, broadcasts, values read
+
+    def add(self, group: int | None = None, frozen: bool = False) -> None:
+        group = len(self.of) + 1000 if group is None else group
+        self.of.append(group)
+        if frozen:
+            self.frozen.add(group)
+
+    def updatable(self, i: int) -> bool:
+        return self.of[i] not in self.frozen
+
+
 def random_program(rng: np.random.Generator, shapes: tuple[tuple, tuple], n_steps: int) -> Program:
     prog = Program(shapes=list(shapes))
+    groups = _Groups()
+    groups.add(frozen=True)  # x and y: leaves of the transforms, never updated
+    groups.add(frozen=True)
     for _ in range(n_steps):
         pool = prog.shapes
-        kind = rng.choice(["unary", "binary", "binary", "reduce", "shape", "linalg", "stack"])
-        step = _random_step(rng, kind, pool)
+        kind = rng.choice(["unary", "binary", "binary", "reduce", "shape", "linalg", "stack", "in_place", "in_place"])
+        step = _random_step(rng, str(rng.choice(IN_PLACE)), pool, groups) if kind == "in_place" else \
+            _random_step(rng, kind, pool)
         if step is None:
             i = int(rng.integers(len(pool)))
             step = ("tanh", [i], {}), pool[i]
         (name, ops, params), shape = step
         prog.steps.append((name, ops, params))
         prog.shapes.append(tuple(shape))
+        _track(groups, name, ops, params)
     prog.weights = rng.standard_normal(prog.shapes[-1])
     return prog
+
+
+def _track(groups: _Groups, name: str, ops: list, params: dict) -> None:
+    """The new value's group, and the groups a derivative now reads."""
+    if name not in READS_NOTHING and name not in IN_PLACE:
+        groups.frozen.update(groups.of[i] for i in ops)
+    if name in ("late_update", "view_update"):
+        groups.add(groups.of[ops[0]])  # the same Tensor, updated
+        if params["op"] == "*=" and len(ops) > 1:
+            groups.frozen.add(groups.of[ops[1]])  # multiply reads its other operand
+        return
+    if name == "fresh_update":
+        groups.add()
+        if params["op"] == "*=" and len(ops) > 1:
+            groups.frozen.add(groups.of[ops[1]])
+        return
+    if name in VIEWS:
+        groups.add(groups.of[ops[0]], frozen=name == "broadcast_to")
+    else:
+        groups.add(frozen=name not in READS_NOTHING)  # its own result read by its derivative
+
+
+def _random_key(rng, s: tuple) -> tuple[Any, tuple]:
+    """A key into shape ``s`` and the shape it selects: basic (slices with any step, an
+    int, ``...``), an integer array with repeated entries, or a boolean mask."""
+    if not s:
+        return (), ()
+    kind = rng.choice(["slice", "int", "ellipsis", "int_array", "mask"])
+    if kind == "slice":
+        step = int(rng.choice([1, 2, -1, -2]))
+        start, stop = (int(v) if v is not None else None for v in rng.choice([None, 0, 1, -1], size=2))
+        key: Any = (slice(start, stop, step), Ellipsis)
+    elif kind == "int":
+        key = (int(rng.integers(-s[0], s[0])), Ellipsis)
+    elif kind == "ellipsis":
+        key = (Ellipsis, slice(None, None, -1)) if len(s) > 1 else (Ellipsis,)
+    elif kind == "int_array":
+        key = (rng.integers(s[0], size=int(rng.integers(1, 5))),)  # repeats: the last write wins
+    else:
+        key = (rng.random(s) < 0.5,)
+    return key, np.zeros(s)[key].shape
+
+
+def _value_for(rng, pool: list, region: tuple) -> tuple[int | None, str]:
+    """A pool value that broadcasts to ``region`` (else a constant)."""
+    fits = [j for j, t in enumerate(pool) if _broadcast(t, region) == region]
+    if fits and rng.random() < 0.85:
+        return int(rng.choice(fits)), "value"
+    return None, "constant"
+
+
+def _in_place_step(rng, kind, pool, groups):
+    if kind == "fresh_update":  # z = zeros(s); z[key] = v; z op= w
+        i = _pick(rng, pool)
+        s = pool[i]
+    else:
+        candidates = [k for k in range(2, len(pool)) if groups.updatable(k)]
+        if not candidates:
+            return None
+        i = int(rng.choice(candidates))
+        s = pool[i]
+    params: dict = {"op": str(rng.choice(["=", "+=", "-=", "*="]))}
+    target = s
+    if kind == "view_update":
+        if not s:
+            return None
+        view = str(rng.choice(["index", "reshape", "transpose"]))
+        if view == "transpose" and len(s) != 2:
+            view = "index"
+        if view == "index":
+            params["view"] = (slice(None, None, int(rng.choice([1, -1, 2]))),) + (Ellipsis,)
+            target = np.zeros(s)[params["view"]].shape
+        elif view == "reshape":
+            params["view"] = "reshape"
+            target = (math.prod(s),)
+        else:
+            params["view"] = "transpose"
+            target = s[::-1]
+    key, region = _random_key(rng, target) if params["op"] == "=" or rng.random() < 0.5 else ((Ellipsis,), target)
+    params["key"] = key
+    j, _ = _value_for(rng, pool, region)
+    if params["op"] == "*=" and j is not None and kind != "fresh_update" and groups.of[j] == groups.of[i]:
+        j = None  # (t[key] *= t: multiply reads the t it then writes, an error by design when key copies)
+    params["constant"] = float(rng.uniform(-1.0, 1.0))
+    ops = [i] if j is None else [i, j]
+    out = s if kind != "view_update" or rng.random() < 0.6 else target
+    params["result"] = "base" if out == s and kind == "view_update" else "target"
+    return (kind, ops, params), out
+
+
+def _apply_in_place(name: str, a: list, params: dict) -> Any:
+    base = a[0]
+    if name == "fresh_update":
+        z = agrad.zeros(base.shape, dtype=base.dtype, device=base.device)
+        z[...] = base * 0.5  # (a fresh array holding a differentiable value)
+        base = z
+    target = base
+    if name == "view_update":
+        view = params["view"]
+        target = agrad.reshape(base, (-1,)) if view == "reshape" else base.mT if view == "transpose" else base[view]
+    value = a[1] if len(a) > 1 else params["constant"]
+    key, op = params["key"], params["op"]
+    key = tuple(_like(k, base) if isinstance(k, np.ndarray) else k for k in key)
+    if op == "=":
+        target[key] = value
+    elif op == "+=":
+        target[key] += value
+    elif op == "-=":
+        target[key] -= value
+    else:
+        target[key] *= value
+    return base if params.get("result", "target") == "base" else target
 
 
 def _pick(rng, pool, pred=lambda s: True):
@@ -157,7 +309,9 @@ def _pick(rng, pool, pred=lambda s: True):
     return int(rng.choice(idx, p=w / w.sum()))
 
 
-def _random_step(rng, kind, pool):
+def _random_step(rng, kind, pool, groups=None):
+    if kind in IN_PLACE:
+        return _in_place_step(rng, kind, pool, groups)
     if kind == "unary":
         i = _pick(rng, pool)
         return (str(rng.choice(UNARY)), [i], {}), pool[i]
@@ -272,6 +426,8 @@ def _like(host: Any, ref: Any) -> Any:
 
 
 def _apply(name: str, a: list, params: dict) -> Any:
+    if name in IN_PLACE:
+        return _apply_in_place(name, a, params)
     if name in UNARY:
         return _unary(name)(a[0])
     if name in BINARY:

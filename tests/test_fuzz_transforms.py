@@ -29,3 +29,22 @@ def test_the_harness_catches_a_wrong_derivative(monkeypatch):
     monkeypatch.setattr(elementwise._sin, "jvps", (lambda xp, t, ans, x: t * xp.cos(x) * 1.001,))
     _, failures = fuzz.run(40, start=0, stop_after=1)
     assert failures
+
+
+def test_the_harness_catches_a_dropped_in_place_update(monkeypatch):
+    # The bug this harness's in-place statements exist for: updates that keep the value but
+    # drop the derivative (z[i] = x, z += x recorded as nothing).
+    from agrad import inplace
+
+    monkeypatch.setattr(inplace, "_recorded", lambda t, value: False)
+    _, failures = fuzz.run(60, start=0, stop_after=1)
+    assert failures
+
+
+def test_the_harness_catches_uses_that_see_an_update_made_after_them(monkeypatch):
+    # Uses recorded before an update must keep the old value's history.
+    from agrad import tape
+
+    monkeypatch.setattr(tape, "_resolve_args", lambda t: None)
+    _, failures = fuzz.run(100, start=0, stop_after=1)
+    assert failures

@@ -417,3 +417,50 @@ def test_saves_names_every_value_a_vjp_reads(name):
                                               err_msg=f"{name}: the VJP of argument {i} reads more than {reads}")
                 checked += 1
     assert checked, f"no recorded {name} node with a differentiable argument in its cases"
+
+
+# --------------------------------------------------------------------------- agrad.compile
+
+
+def test_compiled_programs_with_in_place_updates_replay_as_eager(on_backend, rng):
+    w = agrad.nn.Parameter(on_backend(rng.standard_normal((2, 3))))
+    running = agrad.zeros(3, dtype=w.dtype, device=w.device)  # state outside, updated each call
+    outside = on_backend(np.zeros(2)).data  # an array captured from outside: eager updates it every call
+
+    def step(x):
+        z = agrad.zeros((3, 3), dtype=x.dtype, device=x.device)  # made anew by every eager call
+        z[:2] = x @ w
+        z[2, ::-1] += agrad.sum(x)
+        row = z[1]
+        row *= 2.0
+        z[agrad.asarray([0, 0], device=x.device)] = w[1]  # repeated index: the last write
+        s = agrad.sum(x * 1.0)  # a 0-d value, updated in place
+        s += 1.0
+        loss = agrad.sum(z * z) * s
+        loss.backward()
+        with agrad.no_grad():
+            running[...] = running * 0.9 + agrad.mean(z, axis=0)
+            captured = agrad.asarray(outside)
+            captured[0] += 1.0
+        return loss, z
+
+    compiled = agrad.compile(step)
+    outs = []
+    for k in range(4):
+        x = on_backend(rng.standard_normal((2, 2)))
+        state = (on_backend(running.numpy()), on_backend(B.to_numpy(outside)))
+        w.grad = None
+        loss_e, z_e = step(x)
+        grad_e, after_e = w.grad.numpy().copy(), (running.numpy().copy(), B.to_numpy(outside).copy())
+        running[...] = state[0]
+        agrad.asarray(outside)[...] = state[1]
+        w.grad = None
+        loss_c, z_c = compiled(x)
+        assert loss_c.numpy().tobytes() == loss_e.numpy().tobytes() and z_c.numpy().tobytes() == z_e.numpy().tobytes()
+        assert w.grad.numpy().tobytes() == grad_e.tobytes(), k
+        assert running.numpy().tobytes() == after_e[0].tobytes()
+        assert B.to_numpy(outside).tolist() == after_e[1].tolist() == [k + 1.0, 0.0], (k, B.to_numpy(outside))
+        outs.append((z_c, z_c.numpy().copy()))
+    assert compiled.traces == 1
+    for z, values in outs:  # each call's result is an array of its own, not overwritten by the next call
+        np.testing.assert_array_equal(z.numpy(), values)

@@ -107,7 +107,7 @@ def _new_array(data: Any, dtype: Any, device: Any, copy: bool | None, op: str) -
             raise ValueError(f"agrad.{op}: changing the dtype copies, but copy=False")
         arr, copied = xp.astype(arr, backend.resolve_dtype(xp, dtype)), True
     if copy and not copied:
-        arr = xp.asarray(arr, copy=True)
+        arr = backend.created(xp.asarray(arr, copy=True))
     return arr
 
 
