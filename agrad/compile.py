@@ -50,7 +50,7 @@ from typing import Any, Callable
 
 from . import backend, dtypes, tape, tracing, tree
 from .optim.optimizers import optimizer_structure, structure_stamp
-from .tensor import Tensor
+from .tensor import Tensor, shared_counter
 from .tracing import CompileError, TraceArray, Tracer, TraceScalar, _is_array_scalar, _is_backend_array, _meta, _Slot
 
 __all__ = ["compile", "CompileError", "Compiled"]
@@ -573,11 +573,14 @@ def _codegen(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
             if kind == "tensor":
                 env[f"w{j}"] = where
                 lines.append(f"w{j}._data = {value(slot)}")
-                lines.append(f"w{j}._version += 1")  # as an eager update: graphs recorded before can't reuse it
+                # As an eager update: graphs recorded before can't reuse it. (A Tensor's version
+                # counter, once made, stays a list: it is made now, and bumped inline.)
+                shared_counter(where)
+                lines.append(f"w{j}._vc[0] += 1")
             elif kind == "grad":
                 env[f"w{j}"] = where
                 if slot in reusable:  # (static outputs) the same buffer as last call: its Tensor may stay
-                    lines.append(f"if (g := w{j}.grad) is None or g._data is not {value(slot)} or g._version or "
+                    lines.append(f"if (g := w{j}.grad) is None or g._data is not {value(slot)} or g._vc is not None or "
                                  f"g.requires_grad:")
                     lines.append(f"    w{j}.grad = wrap({value(slot)})")
                 else:

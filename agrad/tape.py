@@ -181,24 +181,21 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
     raw = []
     needs_grad = False
     has_tangents = False
-    counted = False  # an input has a version counter (updated in place, or a view): slow path below
+    counted = False  # an input has a version counter (updated in place, or a view): record the versions
     for a in args:
         if isinstance(a, Tensor):
+            if a._vc is not None:
+                counted = True
+                view = a._view
+                if view is not None and view[2] != generation(view[0]):
+                    refresh(a)  # its base was updated in place since: the same view of the new base
             raw.append(a._data)
             if a.requires_grad:
                 needs_grad = True
             if a._tangents is not None:
                 has_tangents = True
-            if a._vc is not None:
-                counted = True
         else:
             raw.append(a)
-    if counted:  # a view whose base was updated in place since stands for the view of the new base
-        for a in args:
-            if isinstance(a, Tensor) and a._view is not None and a._view[2] != generation(a._view[0]):
-                refresh(a)
-                needs_grad = needs_grad or a.requires_grad
-                has_tangents = has_tangents or a._tangents is not None
     xp = namespace_of(raw, prim.name)
     if xp is None:
         xp = backend.creation_namespace()
@@ -253,6 +250,9 @@ as_array = backend.as_array
 # (:func:`_resolve_args`). A view notes the Tensor whose history it follows (its base)
 # and the view ops from there; when an update replaced the base's node, the view
 # stands for the same view of the new node from its next use on (:func:`refresh`).
+
+
+_REPLACED = [False]  # any node replaced yet (in this process): until then no use needs resolving
 
 
 class Past:
@@ -319,6 +319,7 @@ def replace_node(t: Tensor, new: Tensor, old: Tensor) -> None:
         return
     entries = past.entries
     entries.append((version_of(t), old))
+    _REPLACED[0] = True
     # Runs of nodes freed by a backward pass lead to the same error: keep one of each run.
     while len(entries) > 1 and entries[-1][1]._prim is RELEASED and entries[-2][1]._prim is RELEASED:
         del entries[-2]
@@ -351,6 +352,7 @@ def refresh(v: Tensor) -> None:
     if past is None:
         past = v._past = Past()
     past.entries.append((version_of(v), old))
+    _REPLACED[0] = True
     v.requires_grad = r.requires_grad
     v._prim, v._args, v._inputs, v._params, v._versions = r._prim, r._args, r._inputs, r._params, r._versions
     v._tangents = r._tangents
@@ -414,10 +416,11 @@ def _dependency_counts(roots: Sequence[Tensor]) -> dict[int, int]:
         t = stack.pop()
         if t._prim is RELEASED:
             raise _released_error(t)
-        for a in t._args:
-            if isinstance(a, Tensor) and a._past is not None:
-                _resolve_args(t)
-                break
+        if _REPLACED[0]:
+            for a in t._args:
+                if isinstance(a, Tensor) and a._past is not None:
+                    _resolve_args(t)
+                    break
         for a in t._args:
             if isinstance(a, Tensor) and a.requires_grad and a._prim is not None:
                 k = id(a)
@@ -467,10 +470,11 @@ def _post_order(roots: Sequence[Tensor], released_ok: bool = False) -> list[Tens
         if t._prim is RELEASED and not released_ok:
             raise _released_error(t)
         stack.append((t, True))
-        for a in t._args:
-            if isinstance(a, Tensor) and a._past is not None:
-                _resolve_args(t)
-                break
+        if _REPLACED[0]:
+            for a in t._args:
+                if isinstance(a, Tensor) and a._past is not None:
+                    _resolve_args(t)
+                    break
         for a in t._args:
             if isinstance(a, Tensor) and a.requires_grad and a._prim is not None and id(a) not in seen:
                 stack.append((a, False))

@@ -17,7 +17,7 @@ from typing import Any
 from .. import backend
 from .. import random as arandom
 from ..tape import no_grad
-from ..tensor import Tensor
+from ..tensor import Tensor, bump_version
 
 __all__ = ["calculate_gain", "constant_", "kaiming_normal_", "kaiming_uniform_", "normal_", "ones_", "uniform_",
            "xavier_normal_", "xavier_uniform_", "zeros_"]
@@ -33,7 +33,7 @@ def _fill(t: Tensor, host: Any) -> Tensor:
     with no_grad():
         if xp.mutable:
             t._data[...] = new
-            t._version += 1
+            bump_version(t, "an initialiser")
         else:
             t.data = new
     return t

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 from .. import backend, dtypes, tracing
-from ..tensor import Tensor
+from ..tensor import Tensor, bump_version
 
 
 class Parameter(Tensor):
@@ -173,14 +173,14 @@ class Module:
             p = own[name]
             value = state[name]._data if isinstance(state[name], Tensor) else state[name]
             p._data = _onto(value, p._data)
-            p._version += 1
+            bump_version(p, "load_state_dict")
             p.grad = None
 
     def to(self, device: Any) -> "Module":
         """Move every parameter to ``device`` (in place) and return self."""
         for p in self.parameters():
             p._data = backend.to_device(p._data, device)
-            p._version += 1
+            bump_version(p, "Module.to()")
             p.grad = None
         return self
 
@@ -188,7 +188,7 @@ class Module:
         for p in self.parameters():
             xp = backend.namespace_of((p._data,), "astype")
             p._data = xp.astype(p._data, backend.resolve_dtype(xp, dtype))
-            p._version += 1
+            bump_version(p, "Module.astype()")
             p.grad = None
         return self
 

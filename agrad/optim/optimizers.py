@@ -12,7 +12,7 @@ import math
 from typing import Any, Callable, Iterable
 
 from .. import backend, tracing
-from ..tensor import Tensor
+from ..tensor import Tensor, bump_version
 
 
 def _check(name: str, value: float, low: float, high: float = math.inf, low_open: bool = False) -> float:
@@ -136,7 +136,13 @@ class Optimizer:
                     self._structure_version += 1
                     self.init_state(xp, p._data, state)
                 p._data = self.update(xp, p._data, p.grad._data, state, group)
-                p._version += 1  # graphs recorded before this step must not use the updated values
+                # Graphs recorded before must not use the new values: bump_version, inlined (every step).
+                vc = p._vc
+                if vc is None:
+                    p._vc = [1, "an optimizer step"]
+                else:
+                    vc[0] += 1
+                    vc[1] = "an optimizer step"
 
     def _traced_step(self, tracer: Any) -> None:
         """:meth:`step` under agrad.compile: the state and the learning rate become sources of
@@ -164,7 +170,7 @@ class Optimizer:
                 tracer.state_owners.append((self, id(p), state, created))
                 tracer.adopt_state(state)
                 p._data = self.update(xp, p._data, p.grad._data, state, view)
-                p._version += 1
+                bump_version(p, "an optimizer step")
 
     def _count_step(self) -> None:
         self.steps += 1
@@ -393,7 +399,7 @@ class LBFGS(Optimizer):
         for p in self.params:
             n = p.size
             p._data = xp.astype(xp.reshape(flat[start:start + n], p.shape), p._data.dtype)
-            p._version += 1
+            bump_version(p, "an optimizer step")
             start += n
 
     def _evaluate(self, closure) -> tuple[float, Any]:
