@@ -176,8 +176,9 @@ def primitive(name: str, forward: Callable, *vjps: Callable | None, register: bo
 
 def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
     """Run ``prim`` on ``args`` and, when a differentiable input needs it, record it."""
-    if tracing._TRACER is not None:  # agrad.compile is tracing: outside arrays become proxies
-        args = tracing._TRACER.adopt_args(args)
+    tracer = tracing._TRACER
+    if tracer is not None:  # agrad.compile is tracing: outside arrays become proxies
+        args = tracer.adopt_args(args)
     raw = []
     needs_grad = False
     has_tangents = False
@@ -207,6 +208,8 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
             params = {**params, "aux": aux}
     if out.__class__ is not xp.array_type:
         out = as_array(xp, out)
+    elif tracer is not None:
+        out = tracer.as_eager(out)
     t = _new(Tensor)
     t._data = out
     t.grad = None
@@ -579,6 +582,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
     given, into ``capture[id(node)]`` for the leaves or nodes whose ids it holds.
     """
     dxp = _differentiable_namespace() if create_graph else None
+    tracer = tracing._TRACER
     fast_leaves = capture is None and not create_graph
     if graph is None:
         graph = plan(roots, None)
@@ -650,6 +654,8 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                     continue
                 if not create_graph and ga.__class__ is not xp.array_type:
                     ga = as_array(xp, ga)
+                elif tracer is not None and not create_graph:
+                    ga = tracer.as_eager(ga)
                 shape = a._data.shape
                 if ga.shape != shape:
                     ga = _sum_to_shape(xp, ga, shape)

@@ -57,6 +57,8 @@ class Tensor:
                     data = xp.astype(data, default)
         elif data.__class__ is not xp.array_type:
             data = xp.asarray(data)
+        elif tracing._TRACER is not None:
+            data = tracing._TRACER.as_eager(data)
         self._data = data
         self.grad = None
         self._prim = None

@@ -379,6 +379,15 @@ class Tracer:
         self.source_values[t.slot] = value
         return t
 
+    def as_eager(self, x: Any) -> Any:
+        """``x`` as eager agrad holds it: where eager code turns NumPy's 0-d scalar results
+        into 0-d arrays (``backend.as_array``), the trace does too, by a recorded call, so
+        that what follows computes with arrays, bit for bit as eagerly (NumPy's scalar and
+        array arithmetic may differ in the last bit)."""
+        if x.__class__ is TraceArray and backend.is_numpy_scalar(x.value):
+            return self.call(self.home.asarray, (x,), {})
+        return x
+
     def note_created(self, x: Any) -> None:
         if not isinstance(x, TraceArray):
             self.created_ids.add(id(x))

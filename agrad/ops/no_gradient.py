@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import backend
+from .. import backend, tracing
 from ..tensor import ArrayLike, Tensor
 
 
@@ -24,6 +24,8 @@ def _no_gradient(name: str, *args: Any, **kwargs: Any) -> Tensor:
     out = getattr(xp, name)(*raw, **kwargs)
     if out.__class__ is not xp.array_type:
         out = xp.asarray(out)
+    elif tracing.active() is not None:
+        out = tracing.active().as_eager(out)
     return Tensor(out)
 
 
