@@ -312,6 +312,10 @@ def test_broadcast_views_are_refused(on_backend, rng):
         b += 1.0
     with pytest.raises(ValueError, match="broadcast view"):
         b[0] = 1.0
+    x = on_backend(rng.standard_normal(3))
+    for new in (agrad.tile(x, (1,)), agrad.repeat(x, 1)):  # new arrays, as in NumPy (not broadcast views)
+        new += 1.0
+    np.testing.assert_array_equal(new.numpy(), x.numpy() + 1.0)
 
 
 # --------------------------------------------------------------------------- modes and transforms

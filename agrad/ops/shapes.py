@@ -371,7 +371,18 @@ def tile(x: ArrayLike, repetitions: tuple[int, ...], /) -> Tensor:
     # then the pair merged; every step is a view or a reshape, all differentiable.
     y = reshape(x, sum(((1, n) for n in shape), ()))
     y = broadcast_to(y, sum(((r, n) for r, n in zip(reps, shape)), ()))
-    return reshape(y, tuple(r * n for r, n in zip(reps, shape)))
+    return _new_memory(reshape(y, tuple(r * n for r, n in zip(reps, shape))), x)
+
+
+def _new_memory(y: Tensor, x: ArrayLike) -> Tensor:
+    """``y``, or a copy of it where it is still a (read-only, broadcast) view of ``x``: a
+    tile or a repeat is a new array, as in NumPy."""
+    raw = x._data if isinstance(x, Tensor) else x
+    if hasattr(raw, "shape") and backend.aliases(y._data, raw):
+        from .elementwise import positive
+
+        return positive(y)
+    return y
 
 
 def repeat(x: ArrayLike, repeats: int | ArrayLike, /, *, axis: int | None = None) -> Tensor:
@@ -388,7 +399,7 @@ def repeat(x: ArrayLike, repeats: int | ArrayLike, /, *, axis: int | None = None
         y = broadcast_to(y, tuple(shape))
         out = list(x.shape)
         out[axis] *= repeats
-        return reshape(y, tuple(out))
+        return _new_memory(reshape(y, tuple(out)), x)
     counts = repeats._data if isinstance(repeats, Tensor) else repeats
     xp = backend.namespace_of((counts,), "repeat")
     index = xp.repeat(xp.arange(x.shape[axis], device=counts.device), counts)
