@@ -14,7 +14,7 @@ import math
 from typing import Any, Callable, Sequence
 
 from . import backend, forward_mode, tape, tree
-from .tensor import Tensor
+from .tensor import Tensor, alias
 
 
 def _argnums(argnums: int | Sequence[int], nargs: int, name: str) -> tuple[int, ...]:
@@ -44,7 +44,7 @@ def target(x: Any) -> Tensor:
 
             with tape.enable_grad():
                 return identity(x)
-        t = Tensor(x._data, requires_grad=True)
+        t = alias(x).requires_grad_(True)  # (one version counter: an update of x is seen)
         if x._tangents is not None:
             t._tangents = dict(x._tangents)
         return t
@@ -214,7 +214,7 @@ def jvp(f: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[A
             with tape.enable_grad():
                 x = identity(p)  # a node of its own: keeps p's tape and tangents, and may be annotated
         elif isinstance(p, Tensor):
-            x = Tensor(p._data)
+            x = alias(p)
             x._tangents = dict(p._tangents) if p._tangents is not None else None
         else:
             x = Tensor(_raw(p))
@@ -297,7 +297,7 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto") 
             return f(*full)
 
         with tape.no_grad():
-            o_leaves, o_def = tree.flatten(f_of(*[Tensor(x._data) for x in xs]))
+            o_leaves, o_def = tree.flatten(f_of(*[alias(x) for x in xs]))
         for o in o_leaves:
             if not isinstance(o, Tensor):
                 raise TypeError(f"agrad.jacobian: the function must return Tensors (or pytrees of them), "
@@ -368,4 +368,4 @@ def hvp(f: Callable, x: Any, v: Any) -> Tensor:
 
 def stop_gradient(x: Any) -> Any:
     """``x`` (a pytree) with no derivative flowing through it, in either mode."""
-    return tree.tree_map(lambda a: Tensor(_raw(a)) if hasattr(_raw(a), "shape") else a, x)
+    return tree.tree_map(lambda a: alias(a) if isinstance(a, Tensor) else Tensor(a) if hasattr(a, "shape") else a, x)

@@ -7,7 +7,7 @@ import math
 from typing import Any, Iterable, Iterator
 
 from .. import backend
-from ..tensor import Tensor
+from ..tensor import Tensor, alias
 from .module import Module
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "functional_call"]
@@ -97,7 +97,7 @@ def functional_call(module: Module, params: dict[str, Any], *args: Any, **kwargs
 
 def parameters_dict(module: Module) -> dict[str, Tensor]:
     """A module's parameters as a pytree {dotted name: Tensor} (sharing their data)."""
-    return {name: Tensor(p._data) for name, p in module.named_parameters()}
+    return {name: alias(p) for name, p in module.named_parameters()}
 
 
 def load_parameters_dict(module: Module, params: dict[str, Any]) -> None:
