@@ -272,6 +272,20 @@ def test_a_detached_alias_shares_the_version(on_backend, rng):
         agrad.sum(a).backward()
 
 
+def test_tensors_on_one_array_share_one_version(on_backend, rng):
+    w = on_backend(rng.standard_normal(3))
+    x = on_backend(rng.standard_normal(3))
+    x.requires_grad_()
+    for alias in (lambda: agrad.asarray(w, dtype=w.dtype), lambda: agrad.Tensor(w), lambda: w.detach(),
+                  lambda: agrad.stop_gradient(w)):
+        y = agrad.sum(w * x)
+        a = alias()
+        with agrad.no_grad():
+            a += 1.0
+        with pytest.raises(RuntimeError, match="updated in place"):
+            y.backward()
+
+
 def test_updates_that_overwrite_saved_values_are_errors_as_in_pytorch(on_backend, rng):
     x = on_backend(rng.standard_normal(3))
     x.requires_grad_()

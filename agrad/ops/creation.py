@@ -6,7 +6,7 @@ import builtins
 from typing import Any
 
 from .. import backend, dtypes
-from ..tensor import ArrayLike, Tensor
+from ..tensor import ArrayLike, Tensor, shared_counter
 
 
 def _raw(x: Any) -> Any:
@@ -59,7 +59,10 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
             return out * 1 if copy and out._data is obj._data else out  # (x * 1: a recorded copy)
     if isinstance(obj, (list, tuple)) and _holds_tensor(obj):
         return tensor(obj, dtype=dtype, device=device)
-    return Tensor(_new_array(_raw(obj), dtype, device, copy=copy, op="asarray"))
+    out = Tensor(_new_array(_raw(obj), dtype, device, copy=copy, op="asarray"))
+    if isinstance(obj, Tensor) and backend.aliases(out._data, obj._data):
+        out._vc = shared_counter(obj)  # the same memory: one version counter
+    return out
 
 
 def from_dlpack(x: Any, /, *, device: Any = None, copy: bool | None = None) -> Tensor:
