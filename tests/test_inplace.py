@@ -330,6 +330,10 @@ def test_broadcast_views_are_refused(on_backend, rng):
     for new in (agrad.tile(x, (1,)), agrad.repeat(x, 1)):  # new arrays, as in NumPy (not broadcast views)
         new += 1.0
     np.testing.assert_array_equal(new.numpy(), x.numpy() + 1.0)
+    mask = on_backend(np.array([True, False]), dtype=None)
+    for new in (agrad.tile(mask, (1,)), agrad.repeat(mask, 1)):  # booleans have no positive() to copy them
+        new[0] = False
+    np.testing.assert_array_equal(mask.numpy(), [True, False])
 
 
 # --------------------------------------------------------------------------- modes and transforms

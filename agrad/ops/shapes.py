@@ -180,7 +180,6 @@ def assign(x: ArrayLike, key: Any, value: ArrayLike) -> Tensor:
     that was kept: the others get none.
     """
     from .conversions import astype
-    from .elementwise import positive
 
     if not isinstance(x, Tensor):
         x = Tensor(x)
@@ -190,7 +189,7 @@ def assign(x: ArrayLike, key: Any, value: ArrayLike) -> Tensor:
     if hasattr(raw_key, "dtype") and len(raw_key.shape) == 0 and dtypes.as_dtype(raw_key.dtype) == dtypes.ALL["bool"]:
         # A 0-d boolean mask selects x itself behind a new axis of length 1 (True) or nothing.
         if not bool(raw_key):
-            return positive(x)
+            return _copy(x)
         value = reshape(broadcast_to(_as_value(value, x, xp), (1,) + tuple(x.shape)), tuple(x.shape))
         key = Ellipsis
     key = _normalize_key(x, key, x.ndim)
@@ -206,8 +205,8 @@ def assign(x: ArrayLike, key: Any, value: ArrayLike) -> Tensor:
     if all(k is Ellipsis or (isinstance(k, slice) and k.indices(n) == (0, n, 1))
            for k, n in zip(_expand_ellipsis(key, x.ndim), x.shape)):
         # Every element written: the result does not depend on x (nor does its derivative).
-        return positive(broadcast_to(value, tuple(x.shape))) if region == tuple(x.shape) else \
-            positive(reshape(value, tuple(x.shape)))
+        return _copy(broadcast_to(value, tuple(x.shape))) if region == tuple(x.shape) else \
+            _copy(reshape(value, tuple(x.shape)))
     if not any(backend.is_index_array(k) for k in key):
         # Basic indexing writes each element once. The standard allows no None in
         # __setitem__: the value loses those axes (all of length 1) instead.
@@ -221,7 +220,7 @@ def assign(x: ArrayLike, key: Any, value: ArrayLike) -> Tensor:
         size *= n
     positions = xp.reshape(xp.getitem(xp.reshape(_arange_beside(xp, size, raw), tuple(x.shape)), key), (-1,))
     if positions.shape[0] == 0:
-        return positive(x)
+        return _copy(x)
     order = xp.argsort(positions, stable=True)
     ordered = xp.take(positions, order)
     last = xp.concat([ordered[1:] != ordered[:-1], backend.create(xp, "ones", (1,), dtype=xp.bool,
@@ -379,10 +378,18 @@ def _new_memory(y: Tensor, x: ArrayLike) -> Tensor:
     tile or a repeat is a new array, as in NumPy."""
     raw = x._data if isinstance(x, Tensor) else x
     if hasattr(raw, "shape") and backend.aliases(y._data, raw):
-        from .elementwise import positive
-
-        return positive(y)
+        return _copy(y)
     return y
+
+
+def _copy(x: Tensor) -> Tensor:
+    """A copy of ``x`` in new memory, as a recorded op: ``positive(x)``, except for booleans,
+    for which the standard has no ``positive`` (array-api-strict refuses it); they carry no
+    derivative, and ``astype`` copies them."""
+    from .conversions import astype
+    from .elementwise import positive
+
+    return astype(x, x.dtype) if x.dtype == dtypes.ALL["bool"] else positive(x)
 
 
 def repeat(x: ArrayLike, repeats: int | ArrayLike, /, *, axis: int | None = None) -> Tensor:
