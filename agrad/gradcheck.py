@@ -1,8 +1,10 @@
 """Finite-difference gradient checking.
 
 The analytic gradient is computed where the inputs live (any backend, any dtype);
-the reference is a central difference computed in float64 NumPy on the host. So a
-float32 gradient computed on a GPU is checked against a CPU float64 reference.
+the reference is a central difference of float64 copies of the inputs, evaluated where
+the inputs live too, so that ``f`` may use arrays of its backend and device (a model's
+weights on a GPU, an index array): a float32 gradient on a GPU is checked against a
+float64 difference computed there.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def check_grad(f: Callable, *inputs: Any, wrt: Sequence[int] | None = None, eps:
             are projected on a fixed random vector).
         inputs: Tensors or arrays, on any backend and device.
         wrt: indices of the inputs to check (default: every floating-point input).
-        eps: finite-difference step, applied to float64 host copies.
+        eps: finite-difference step, applied to float64 copies of the inputs.
         mode: "full" perturbs every element; "random" checks ``num_directions``
             random directional derivatives (cheap for large inputs).
         order: 1 checks the VJP; 2 also checks the derivative of the VJP (it
@@ -140,9 +142,22 @@ def _leaves(inputs: Sequence[Any], wrt: list[int]) -> list[Any]:
     return out
 
 
-def _host_eval(scalar: Callable, host: list[Any]) -> float:
-    with backend.use_backend("numpy"), tape.no_grad():
-        xs = [Tensor(h) if hasattr(h, "shape") else h for h in host]
+def _placements(inputs: Sequence[Any]) -> list[tuple[str, Any] | None]:
+    """(backend name, device) of each array input (None for other arguments)."""
+    out = []
+    for x in inputs:
+        raw = x.data if isinstance(x, Tensor) else x
+        out.append((backend.namespace_of((raw,), "check_grad").name, Tensor(raw).device) if hasattr(raw, "shape")
+                   else None)
+    return out
+
+
+def _host_eval(scalar: Callable, host: list[Any], places: list[tuple[str, Any] | None]) -> float:
+    """``scalar`` at the (perturbed) host copies, each moved back to its input's backend and device."""
+    xs = [Tensor(backend.from_numpy(h, backend=p[0], device=p[1])) if p is not None else h
+          for h, p in zip(host, places)]
+    name = next((p[0] for p in places if p is not None), "numpy")
+    with backend.use_backend(name), tape.no_grad():
         return float(scalar(*xs).numpy())
 
 
@@ -169,6 +184,7 @@ def _check_first_order(scalar: Callable, inputs: Sequence[Any], wrt: list[int], 
     hp = backend.host_namespace()
     analytic = {i: hp.reshape(hp.astype(backend.to_numpy(g), hp.float64), (-1,)) for i, g in zip(wrt, grads)}
     host = [_host64(x) if hasattr(x.data if isinstance(x, Tensor) else x, "shape") else x for x in inputs]
+    places = _placements(inputs)
 
     worst = (0.0, "")
     ok = True
@@ -182,10 +198,10 @@ def _check_first_order(scalar: Callable, inputs: Sequence[Any], wrt: list[int], 
                 old = float(flat[k])
                 flat[k] = old + eps
                 probe[i] = hp.reshape(flat, shape)
-                up = _host_eval(scalar, probe)
+                up = _host_eval(scalar, probe, places)
                 flat[k] = old - eps
                 probe[i] = hp.reshape(flat, shape)
-                down = _host_eval(scalar, probe)
+                down = _host_eval(scalar, probe, places)
                 flat[k] = old
                 numeric[k] = (up - down) / (2 * eps)
             a = analytic[i]
@@ -210,7 +226,7 @@ def _check_first_order(scalar: Callable, inputs: Sequence[Any], wrt: list[int], 
             for i in wrt:
                 plus[i] = host[i] + eps * dirs[i]
                 minus[i] = host[i] - eps * dirs[i]
-            numeric = (_host_eval(scalar, plus) - _host_eval(scalar, minus)) / (2 * eps)
+            numeric = (_host_eval(scalar, plus, places) - _host_eval(scalar, minus, places)) / (2 * eps)
             a = float(sum(float(hp.sum(analytic[i] * hp.reshape(dirs[i], (-1,)))) for i in wrt))
             err = abs(a - numeric)
             bad = err > atol + rtol * abs(numeric)
