@@ -87,7 +87,9 @@ class Primitive:
     read, so that an update of an input after the op was recorded is an error at
     backward exactly when the derivative needs the old values: None (the default) means
     every argument and the output; else one entry per argument (missing ones: nothing),
-    each a tuple of the argument positions and ``"out"`` that argument's VJP reads.
+    each a tuple of the argument positions and ``"out"`` that argument's VJP reads; an
+    element ``("out", i, ...)`` says "the output, or, once the output was updated in
+    place, arguments i, ... to recompute it": the VJP is then called with ``ans=None``.
     Linear ops read nothing. ``view(base, new, **params)`` marks an op whose result may
     share memory with its (first) argument: it returns ``base`` with the part the view
     shows replaced by ``new``, which is how an in-place update of the view reaches the
@@ -613,23 +615,26 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 capture[id(t)] = g if capture[id(t)] is None else capture[id(t)] + g
             args = t._args
             versions = t._versions
+            recompute = False
             if versions is None:  # every input (and the output) was at version 0 when recorded: still?
                 if t._vc is not None and t._vc[0]:
-                    _check_versions(t, useful)
+                    recompute = _check_versions(t, useful)
                 else:
                     for a in args:
                         if isinstance(a, Tensor) and a._vc is not None and a._vc[0]:
-                            _check_versions(t, useful)
+                            recompute = _check_versions(t, useful)
                             break
             elif (0 if t._vc is None else t._vc[0]) != versions[-1] or any(
                     (0 if a._vc is None else a._vc[0]) != v for a, v in zip(args, versions) if isinstance(a, Tensor)):
-                _check_versions(t, useful)
+                recompute = _check_versions(t, useful)
             if create_graph:
                 xp, ans, raw = dxp, t, constants_as_tensors(args)
             else:
                 ans = t._data
                 xp = by_type[ans.__class__]
                 raw = t._inputs
+            if recompute:
+                ans = None
             prim, params = t._prim, t._params
             all_grads = None
             if prim.vjp_all is not None:
@@ -691,25 +696,35 @@ def _cast_gradient(xp: Any, ga: Any, a: Tensor, prim: Primitive) -> Any:
     return xp.astype(ga, a._data.dtype)
 
 
-def _check_versions(t: Tensor, useful: set[int] | None) -> None:
+def _check_versions(t: Tensor, useful: set[int] | None) -> bool:
     """An input (or the output) of ``t`` was updated in place after ``t`` was recorded:
-    an error if the derivatives wanted from ``t`` read its values (they are gone)."""
+    an error if the derivatives wanted from ``t`` read its values (they are gone). True
+    when the VJPs are to recompute the updated output from their arguments (``ans=None``:
+    the ``("out", i, ...)`` entries of ``Primitive.saves``)."""
     prim, args = t._prim, t._args
     n = len(args)
     saved = t._versions or (0,) * (n + 1)
+    recompute = False
     if prim.saves is None:
         needed: set = set(range(n)) | {"out"}
     else:
         needed = set()
+        out_updated = version_of(t) != saved[n]
         for i, a in enumerate(args):
             wanted = isinstance(a, Tensor) and (a.requires_grad if useful is None else id(a) in useful)
             if wanted and i < len(prim.saves):
-                needed.update(prim.saves[i])
+                for e in prim.saves[i]:
+                    if e.__class__ is not tuple:
+                        needed.add(e)
+                    elif out_updated:  # ("out", i, ...): recompute the output from these arguments
+                        needed.update(e[1:])
+                        recompute = True
     for i, a in enumerate(args):
         if i in needed and isinstance(a, Tensor) and version_of(a) != saved[i]:
             raise _modified_error(prim, f"argument {i}", a, saved[i])
     if "out" in needed and version_of(t) != saved[n]:
         raise _modified_error(prim, "the output", t, saved[n])
+    return recompute
 
 
 def _modified_error(prim: Primitive, which: str, a: Tensor, recorded: int) -> RuntimeError:

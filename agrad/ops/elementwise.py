@@ -32,7 +32,9 @@ _multiply = primitive(
 _divide = primitive(
     "divide", lambda xp, x, y: x / y,
     lambda xp, g, ans, x, y: g / y,
-    lambda xp, g, ans, x, y: -g * ans / y,
+    # the quotient, or where it was updated in place (SciPy's zscore: xpx.at(z, zero).set(nan)),
+    # recomputed from x (the same bits): saves below
+    lambda xp, g, ans, x, y: -g * (x / y if ans is None else ans) / y,
 )
 
 
@@ -169,7 +171,8 @@ def clip(x: ArrayLike, /, min: float | None = None, max: float | None = None) ->
 _NOTHING, _OUT, _X = (), ("out",), (0,)
 for _prim, _saves in [
     (_add, (_NOTHING, _NOTHING)), (_subtract, (_NOTHING, _NOTHING)), (_multiply, ((1,), (0,))),
-    (_divide, ((1,), (1, "out"))), (_where, (_NOTHING, (0,), (0,))), (_remainder, (_NOTHING, (0, 1))),
+    (_divide, ((1,), (1, ("out", 0)))), (_pow, ((0, 1), (0, "out"))), (_where, (_NOTHING, (0,), (0,))),
+    (_remainder, (_NOTHING, (0, 1))),
     (_negative, (_NOTHING,)), (_positive, (_NOTHING,)),
     (_exp, (_OUT,)), (_expm1, (_OUT,)), (_reciprocal, (_OUT,)), (_sqrt, (_OUT,)), (_tan, (_OUT,)),
     (_tanh, (_OUT,)), (_sigmoid, (_OUT,)),

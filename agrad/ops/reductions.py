@@ -81,22 +81,31 @@ _var.defjvp(lambda xp, t, ans, x, axis, keepdims, correction: xp.sum(
     * _var_scale(x, axis, correction))
 
 
-def _extremum_vjp(xp, g, ans, x, axis, keepdims):
-    # Ties share the gradient equally: each maximal element gets g / (number of ties).
-    hit = xp.astype(x == _expand(xp, ans, x, axis, keepdims), x.dtype)
-    share = hit / xp.sum(hit, axis=axis, keepdims=True)
-    return _expand(xp, g, x, axis, keepdims) * share
+def _extremum_rules(name):
+    # The rules find the extremal elements by reducing x again rather than by reading the output:
+    # code that updates a maximum in place before using it (SciPy's log_softmax:
+    # xpx.at(m, ~isfinite(m)).set(0)) can still differentiate through it (saves: x only).
+    def hit(xp, x, axis):
+        return xp.astype(x == getattr(xp, name)(x, axis=axis, keepdims=True), x.dtype)
+
+    def vjp(xp, g, ans, x, axis, keepdims):
+        # Ties share the gradient equally: each maximal element gets g / (number of ties).
+        h = hit(xp, x, axis)
+        return _expand(xp, g, x, axis, keepdims) * (h / xp.sum(h, axis=axis, keepdims=True))
+
+    def jvp(xp, t, ans, x, axis, keepdims):
+        h = hit(xp, x, axis)
+        return xp.sum(t * h, axis=axis, keepdims=keepdims) / xp.sum(h, axis=axis, keepdims=keepdims)
+
+    return vjp, jvp
 
 
-def _extremum_jvp(xp, t, ans, x, axis, keepdims):
-    hit = xp.astype(x == _expand(xp, ans, x, axis, keepdims), x.dtype)
-    return xp.sum(t * hit, axis=axis, keepdims=keepdims) / xp.sum(hit, axis=axis, keepdims=keepdims)
-
-
-_max = primitive("max", lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims), _extremum_vjp,
-                 jvps=[_extremum_jvp])
-_min = primitive("min", lambda xp, x, axis, keepdims: xp.min(x, axis=axis, keepdims=keepdims), _extremum_vjp,
-                 jvps=[_extremum_jvp])
+_max_vjp, _max_jvp = _extremum_rules("max")
+_min_vjp, _min_jvp = _extremum_rules("min")
+_max = primitive("max", lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims), _max_vjp,
+                 jvps=[_max_jvp], saves=[(0,)])
+_min = primitive("min", lambda xp, x, axis, keepdims: xp.min(x, axis=axis, keepdims=keepdims), _min_vjp,
+                 jvps=[_min_jvp], saves=[(0,)])
 
 
 def _empty_along(x, axis) -> bool:
