@@ -5,7 +5,8 @@
 so ``t.dtype == agrad.float32`` means the same everywhere. Every ``dtype=`` argument
 accepts an agrad dtype, a backend dtype or a name. The default floating dtype (float32,
 as in PyTorch and JAX) is what Python floats become: in ``agrad.tensor([0.5])``,
-``zeros``, ``ones``, layers and initialisers alike. Arrays keep their own dtype.
+``zeros``, ``ones``, layers and initialisers alike; Python complex numbers become its
+complex counterpart (complex64 beside float32). Arrays keep their own dtype.
 """
 
 from __future__ import annotations
@@ -97,6 +98,12 @@ _default = ALL["float32"]
 def get_default_dtype() -> DType:
     """The floating dtype that Python floats and new floating arrays get (float32 unless set)."""
     return _default
+
+
+def default_complex_dtype() -> DType:
+    """The complex dtype that Python complex numbers get: the default floating dtype's
+    complex counterpart (complex64 beside float32), as the standard asks and as PyTorch does."""
+    return ALL["complex64"] if _default.name == "float32" else ALL["complex128"]
 
 
 def set_default_dtype(dtype: Any) -> None:

@@ -134,10 +134,15 @@ def test_one_default_floating_dtype(on_backend):
     assert agrad.zeros(2).dtype == agrad.ones(2).dtype == agrad.full((2,), 1.5).dtype == agrad.float32
     assert agrad.nn.Linear(2, 3).weight.dtype == agrad.float32
     assert agrad.tensor(on_backend(np.ones(2))).dtype == agrad.float64  # arrays keep their own
+    # Python complex numbers: the complex dtype of the default's precision (the standard; PyTorch)
+    assert agrad.tensor([1j]).dtype == agrad.full((1,), 1j).dtype == agrad.complex64
+    assert agrad.__array_namespace_info__().default_dtypes()["complex floating"] == agrad.complex64
     agrad.set_default_dtype(agrad.float64)
     try:
         assert agrad.tensor([0.5]).dtype == agrad.float64 and agrad.zeros(1).dtype == agrad.float64
         assert agrad.nn.Linear(2, 3).weight.dtype == agrad.float64
+        assert agrad.tensor([1j]).dtype == agrad.full((1,), 1j).dtype == agrad.complex128
+        assert agrad.__array_namespace_info__().default_dtypes()["complex floating"] == agrad.complex128
     finally:
         agrad.set_default_dtype("float32")
     with pytest.raises(ValueError, match="float32 or float64"):

@@ -19,7 +19,8 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
     Python data and NumPy arrays go to the selected backend (``agrad.set_backend``) or
     to ``device``; CuPy and array-api-strict arrays keep theirs unless ``device`` says
     otherwise. Python floats get the default floating dtype (``agrad.get_default_dtype()``,
-    float32 unless set); arrays keep their own. ``dtype`` accepts agrad dtypes, backend
+    float32 unless set), Python complex numbers its complex counterpart (complex64 beside
+    float32); arrays keep their own. ``dtype`` accepts agrad dtypes, backend
     dtypes and names. The result never shares memory with ``data`` (see :func:`asarray`
     for that). A (nested) list or tuple holding Tensors is stacked with
     :func:`~agrad.ops.shapes.stack`, so derivatives flow through it in both modes.
@@ -86,8 +87,11 @@ def _new_array(data: Any, dtype: Any, device: Any, copy: bool | None, op: str) -
         xp = backend.namespace_for_device(device)
         arr = backend.create(xp, "asarray", data, dtype=backend.resolve_dtype(xp, dtype),
                       device=backend.resolve_device(xp, device))
-        if dtype is None and xp.isdtype(arr.dtype, "real floating") and not _has_typed_scalars(data):
-            default = backend.resolve_dtype(xp, dtypes.get_default_dtype())
+        if dtype is None and xp.isdtype(arr.dtype, ("real floating", "complex floating")) and \
+                not _has_typed_scalars(data):
+            default = dtypes.get_default_dtype() if xp.isdtype(arr.dtype, "real floating") else \
+                dtypes.default_complex_dtype()
+            default = backend.resolve_dtype(xp, default)
             if arr.dtype != default:
                 arr = xp.astype(arr, default)
         return arr
@@ -198,6 +202,8 @@ def full(shape: int | tuple[int, ...], fill_value: Any, *, dtype: Any = None, de
     xp = backend.namespace_for_device(device)
     if dtype is None and isinstance(fill_value, float):
         dtype = dtypes.get_default_dtype()
+    elif dtype is None and isinstance(fill_value, complex):
+        dtype = dtypes.default_complex_dtype()
     arr = backend.create(xp, "full", shape, fill_value, dtype=backend.resolve_dtype(xp, dtype),
                   device=backend.resolve_device(xp, device))
     return Tensor(arr, requires_grad=requires_grad)

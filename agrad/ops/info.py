@@ -27,7 +27,7 @@ class Info:
         return [self.default_device()]
 
     def default_dtypes(self, *, device: Any = None) -> dict[str, dtypes.DType]:
-        return {"real floating": dtypes.get_default_dtype(), "complex floating": dtypes.ALL["complex128"],
+        return {"real floating": dtypes.get_default_dtype(), "complex floating": dtypes.default_complex_dtype(),
                 "integral": dtypes.ALL["int64"], "indexing": dtypes.ALL["int64"]}
 
     def dtypes(self, *, device: Any = None, kind: Any = None) -> dict[str, dtypes.DType]:
