@@ -11,6 +11,7 @@ library; array-api-strict proves that nothing outside the standard is used.
 
 from . import data, datasets, nn, ops, optim, random, tree
 from . import dtypes as _dtypes
+from . import special as special  # agrad.special: also xp.special for array API code (SciPy looks there)
 from .backend import BackendError, available_backends, get_backend, set_backend, use_backend
 from .compile import CompileError, compile
 from .custom import checkpoint, custom_jvp, custom_vjp

@@ -193,4 +193,19 @@ def cases(rng):
     c["to_device"] = [(lambda x: agrad.to_device(x, x.device) * x, [_any(rng, 4)], {})]
     labels = np.array([0, 3, 1, 3])
     c["logistic_loss"] = [(lambda f, y: agrad.nn.logistic_loss(f, y), [_any(rng, 4, 5), labels], {})]
+    # ---- agrad.special (values against SciPy: tests/test_special.py); points in every branch of each
+    # approximation, both signs, away from poles, kinks and zeros of the derivatives' denominators
+    sp = agrad.special
+    c["erf"] = [(sp.erf, [np.array([-4.4, -2.2, -0.3, 0.1, 0.45, 1.3, 3.1])], {})]
+    c["erfc"] = [(sp.erfc, [np.array([-1.7, -0.2, 0.35, 0.9, 2.5, 4.3])], {})]
+    c["gammaln"] = [(sp.gammaln, [np.array([0.3, 0.9, 1.4, 1.95, 2.7, 6.5, 15.0, -0.6, -2.3])], {})]
+    c["polygamma"] = [(sp.digamma, [np.array([0.4, 1.2, 1.5, 3.3, 12.0, -0.7, -1.4])], {}),
+                      (lambda x: sp.polygamma(1, x), [np.array([0.6, 1.7, 4.2, 11.0, -0.4, -2.6])], {}),
+                      (lambda x: sp.polygamma(2, x), [np.array([0.8, 2.5, 13.0, -1.3])], {})]
+    c["i0e"] = [(sp.i0e, [np.array([-9.5, -2.1, -0.4, 0.6, 3.0, 7.5, 12.0])], {})]
+    c["i1e"] = [(sp.i1e, [np.array([-11.0, -3.2, -0.5, 0.7, 2.4, 7.9, 9.1])], {})]
+    c["entr"] = [(sp.entr, [_pos(rng, 5)], {})]
+    c["logit"] = [(sp.logit, [rng.uniform(0.1, 0.9, size=5)], {})]
+    c["xlogy"] = [(sp.xlogy, [_any(rng, 2, 3), _pos(rng, 3)], {})]
+    c["xlog1py"] = [(sp.xlog1py, [_any(rng, 3), rng.uniform(-0.5, 2.0, size=(2, 3))], {})]
     return c
