@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import os
 
-import pytest
+# SciPy reads SCIPY_ARRAY_API once, at its first import, and only then dispatches on agrad
+# Tensors (tests/test_scipy.py): set it before any test module can import SciPy.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import pytest  # noqa: E402
 
 import agrad
 from agrad import backend as B

@@ -35,3 +35,18 @@ def test_transforms_example():
     agrad = ns["agrad"]
     clipped = agrad.grad(lambda y: agrad.sum(ns["clip_gradient"](y) * 5.0))(np.ones(2))
     np.testing.assert_allclose(clipped.numpy(), [1.0, 1.0])
+
+
+def test_scipy_example():
+    """SciPy through agrad (SCIPY_ARRAY_API is set by tests/conftest.py before SciPy is imported)."""
+    import pytest
+
+    pytest.importorskip("scipy", reason="the example needs SciPy")
+    ns: dict = {}
+    exec(next(b for b in _blocks() if "stats.entropy" in b), ns)
+    p = ns["p"].numpy().astype(np.float64)
+    q = p / p.sum()
+    # H(p / sum p): dH/dp_i = -(log q_i + H) / sum p
+    np.testing.assert_allclose(ns["g"].numpy(), -(np.log(q) + -np.sum(q * np.log(q))) / p.sum(), rtol=1e-5)
+    x = ns["x"].numpy().astype(np.float64)
+    np.testing.assert_allclose(float(ns["tangent"]), np.exp(x[0]) / np.exp(x).sum(), rtol=1e-6)
