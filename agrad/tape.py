@@ -614,27 +614,28 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
             if capture is not None and id(t) in capture:
                 capture[id(t)] = g if capture[id(t)] is None else capture[id(t)] + g
             args = t._args
-            versions = t._versions
-            recompute = False
-            if versions is None:  # every input (and the output) was at version 0 when recorded: still?
-                if t._vc is not None and t._vc[0]:
-                    recompute = _check_versions(t, useful)
-                else:
-                    for a in args:
-                        if isinstance(a, Tensor) and a._vc is not None and a._vc[0]:
-                            recompute = _check_versions(t, useful)
-                            break
-            elif (0 if t._vc is None else t._vc[0]) != versions[-1] or any(
-                    (0 if a._vc is None else a._vc[0]) != v for a, v in zip(args, versions) if isinstance(a, Tensor)):
-                recompute = _check_versions(t, useful)
             if create_graph:
                 xp, ans, raw = dxp, t, constants_as_tensors(args)
             else:
                 ans = t._data
                 xp = by_type[ans.__class__]
                 raw = t._inputs
-            if recompute:
-                ans = None
+            # (ans=None: the VJPs recompute an output updated in place; see _check_versions)
+            versions = t._versions
+            if versions is None:  # every input (and the output) was at version 0 when recorded: still?
+                if t._vc is not None and t._vc[0]:
+                    if _check_versions(t, useful):
+                        ans = None
+                else:
+                    for a in args:
+                        if isinstance(a, Tensor) and a._vc is not None and a._vc[0]:
+                            if _check_versions(t, useful):
+                                ans = None
+                            break
+            elif (0 if t._vc is None else t._vc[0]) != versions[-1] or any(
+                    (0 if a._vc is None else a._vc[0]) != v for a, v in zip(args, versions) if isinstance(a, Tensor)):
+                if _check_versions(t, useful):
+                    ans = None
             prim, params = t._prim, t._params
             all_grads = None
             if prim.vjp_all is not None:
