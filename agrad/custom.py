@@ -1,6 +1,6 @@
 """User-defined derivatives (``custom_vjp``, ``custom_jvp``) and ``checkpoint``.
 
-All three are built on :class:`agrad.tape.Primitive`, the mechanism agrad's own ops
+All three are declared with :func:`agrad.tape.primitive`, the declaration agrad's own ops
 use, made convenient for whole functions of Tensors.
 """
 
@@ -128,21 +128,21 @@ class custom_vjp:
                 out, res = self._fwd(fwd, _wrap_inputs(raw))
             return out._data, res
 
-        def vjp_all(xp, g, ans, args, wanted, params):
+        def vjp(xp, g, ans, wanted, *args, aux=None):
             if isinstance(g, Tensor):  # recorded backward pass: residuals as functions of the inputs
                 with tape.enable_grad():
                     _, res = self._fwd(fwd, args)
                     grads = self._bwd(bwd, res, g, args)
             else:
-                grads = self._bwd(bwd, params["aux"], Tensor(g), args)
+                grads = self._bwd(bwd, aux, Tensor(g), args)
             return [_as_mode(gr, g, a) if w else None for gr, a, w in zip(grads, args, wanted)]
 
-        def jvp_all(xp, tangents, ans, args, params):
+        def jvp(xp, tangents, ans, *args):
             _, res = self._fwd(fwd, args)
             return _transposed_jvp(lambda u: self._bwd(bwd, res, u, args), ans, tangents)
 
-        self.prim = tape.Primitive(f"custom_vjp:{self.__name__}", forward, register=False, has_aux=True,
-                                   vjp_all=vjp_all, jvp_all=jvp_all)
+        self.prim = tape.primitive(f"custom_vjp:{self.__name__}", forward, vjp=vjp, jvp=jvp, has_aux=True,
+                                   register=False)
         return self
 
     def __call__(self, *args: Any) -> Tensor:
@@ -192,12 +192,12 @@ class custom_jvp:
             _, t = rule(tuple(primals), tuple(tangents))
             return t if isinstance(t, Tensor) else Tensor(t)
 
-        def jvp_all(xp, tangents, ans, args, params):
+        def jvp(xp, tangents, ans, *args):
             filled = [t if t is not None else (Tensor(_zeros_like(a)) if hasattr(a, "shape") else None)
                       for a, t in zip(args, tangents)]
             return tangent_out(args, filled)
 
-        def vjp_all(xp, g, ans, args, wanted, params):
+        def vjp(xp, g, ans, wanted, *args):
             recorded = isinstance(g, Tensor)
             primals = list(args) if recorded else _wrap_inputs(args)
             ts, leaves = [], []
@@ -218,7 +218,7 @@ class custom_jvp:
             return [_as_mode(next(it, None), g, a) if w else None for a, w in zip(args, wanted)]
 
         self.rule = rule
-        self.prim = tape.Primitive(f"custom_jvp:{name}", forward, register=False, vjp_all=vjp_all, jvp_all=jvp_all)
+        self.prim = tape.primitive(f"custom_jvp:{name}", forward, vjp=vjp, jvp=jvp, register=False)
         return rule
 
     def __call__(self, *args: Any) -> Any:
@@ -244,7 +244,7 @@ def checkpoint(f: Callable) -> Callable:
             raise TypeError(f"agrad.checkpoint: {name} must return one Tensor, got {type(out).__name__}")
         return out._data
 
-    def vjp_all(xp, g, ans, args, wanted, params):
+    def vjp(xp, g, ans, wanted, *args):
         from . import transforms
 
         recorded = isinstance(g, Tensor)  # create_graph: differentiate through the recomputation
@@ -265,8 +265,8 @@ def checkpoint(f: Callable) -> Callable:
         it = iter(grads)
         return [_as_mode(next(it), g, a) if w else None for a, w in zip(args, wanted)]
 
-    def jvp_all(xp, tangents, ans, args, params):
-        from .transforms import jvp
+    def jvp(xp, tangents, ans, *args):
+        from . import transforms
 
         idx = [i for i, t in enumerate(tangents) if t is not None]
 
@@ -276,9 +276,9 @@ def checkpoint(f: Callable) -> Callable:
                 full[i] = x
             return f(*full)
 
-        return jvp(f_sel, [args[i] for i in idx], [tangents[i] for i in idx])[1]
+        return transforms.jvp(f_sel, [args[i] for i in idx], [tangents[i] for i in idx])[1]
 
-    prim = tape.Primitive(f"checkpoint:{name}", forward, register=False, vjp_all=vjp_all, jvp_all=jvp_all)
+    prim = tape.primitive(f"checkpoint:{name}", forward, vjp=vjp, jvp=jvp, register=False)
 
     @functools.wraps(f)
     def wrapped(*args: Any) -> Tensor:

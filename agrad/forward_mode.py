@@ -21,6 +21,8 @@ from typing import Any, Iterable, Iterator
 from . import backend
 from .tensor import Tensor
 
+JVP = "jvp"  # (tape.JVP: the kind of rule read here)
+
 _levels = itertools.count(1)
 
 
@@ -50,7 +52,8 @@ class NoJVPRule(NotImplementedError):
     """An op was reached by forward mode but has no JVP rule."""
 
 
-def _zeros_like(x: Any) -> Tensor:
+def zeros_like(x: Any) -> Tensor:
+    """Zeros of ``x``'s shape and dtype, beside it: the tangent of an argument without one."""
     raw = x._data if isinstance(x, Tensor) else x
     xp = backend.namespace_of((raw,), "jvp")
     return Tensor(xp.zeros_like(raw))
@@ -106,27 +109,13 @@ def _rule(prim: Any, level: int, args: tuple, params: dict, out: Tensor, dxp: An
     from .tape import constants_as_tensors
 
     args = tuple(constants_as_tensors(args))
-    if prim.jvp_all is not None:
-        total = prim.jvp_all(dxp, ts, out, args, params)
-    elif prim.jvp_linear:
-        # Linear in its arrays: the output tangent is the op applied to the tangents.
-        filled = [t if t is not None else (_zeros_like(a) if hasattr(a, "shape") else a) for a, t in zip(args, ts)]
-        total = prim(*filled, **params)
-    else:
-        if not prim.jvps:
-            raise NoJVPRule(
-                f"agrad.jvp: the primitive {prim.name!r} has no forward-mode (JVP) rule; give it one with "
-                f"prim.defjvp(...), or use reverse mode (agrad.grad / agrad.vjp) for this function"
-            )
-        total = None
-        for i, t in enumerate(ts):
-            if t is None:
-                continue
-            rule = prim.jvps[i] if i < len(prim.jvps) else None
-            if rule is None:
-                raise NoJVPRule(f"agrad.jvp: argument {i} of {prim.name!r} is not differentiable but has a tangent")
-            c = rule(dxp, t, out, *args, **params)
-            total = c if total is None else total + c
+    rule = prim.rules.get(JVP)
+    if rule is None:
+        raise NoJVPRule(
+            f"agrad.jvp: the primitive {prim.name!r} has no forward-mode (JVP) rule; declare it with "
+            f"agrad.primitive(..., jvp=...), or use reverse mode (agrad.grad / agrad.vjp) for this function"
+        )
+    total = rule(dxp, tuple(ts), out, *args, **params)
     if not isinstance(total, Tensor):
         total = Tensor(total)
     if total.shape != out.shape:

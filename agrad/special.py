@@ -146,10 +146,10 @@ def _erfc_forward(xp: Any, x: Any) -> Any:
 
 
 _TWO_OVER_SQRT_PI = 2.0 * _INV_SQRT_PI
-_erf = primitive("erf", _erf_forward, lambda xp, g, ans, x: g * _TWO_OVER_SQRT_PI * xp.exp(-x * x),
-                 jvps=[lambda xp, t, ans, x: t * _TWO_OVER_SQRT_PI * xp.exp(-x * x)], saves=[(0,)])
-_erfc = primitive("erfc", _erfc_forward, lambda xp, g, ans, x: g * -_TWO_OVER_SQRT_PI * xp.exp(-x * x),
-                  jvps=[lambda xp, t, ans, x: t * -_TWO_OVER_SQRT_PI * xp.exp(-x * x)], saves=[(0,)])
+erf_p = primitive("erf", _erf_forward, vjp=[lambda xp, g, ans, x: g * _TWO_OVER_SQRT_PI * xp.exp(-x * x)],
+                  jvp=[lambda xp, t, ans, x: t * _TWO_OVER_SQRT_PI * xp.exp(-x * x)], saves=[(0,)])
+erfc_p = primitive("erfc", _erfc_forward, vjp=[lambda xp, g, ans, x: g * -_TWO_OVER_SQRT_PI * xp.exp(-x * x)],
+                   jvp=[lambda xp, t, ans, x: t * -_TWO_OVER_SQRT_PI * xp.exp(-x * x)], saves=[(0,)])
 
 
 # --------------------------------------------------------------------------- gammaln
@@ -358,16 +358,16 @@ def _polygamma_forward(xp: Any, x: Any, n: int = 0) -> Any:
     return xp.where(x == -math.inf, at_poles if n else math.nan, out)
 
 
-_polygamma = primitive(
+polygamma_p = primitive(
     "polygamma", _polygamma_forward,
-    lambda xp, g, ans, x, n=0: g * _call(xp, _polygamma, x, n=n + 1),
-    jvps=[lambda xp, t, ans, x, n=0: t * _call(xp, _polygamma, x, n=n + 1)], saves=[(0,)],
+    vjp=[lambda xp, g, ans, x, n=0: g * _call(xp, polygamma_p, x, n=n + 1)],
+    jvp=[lambda xp, t, ans, x, n=0: t * _call(xp, polygamma_p, x, n=n + 1)], saves=[(0,)],
 )
-_polygamma.__doc__ = "The agrad primitive 'polygamma': psi^(n)(x), n a static parameter (n = 0: digamma)."
-_gammaln = primitive(
+polygamma_p.__doc__ = "The agrad primitive 'polygamma': psi^(n)(x), n a static parameter (n = 0: digamma)."
+gammaln_p = primitive(
     "gammaln", _gammaln_forward,
-    lambda xp, g, ans, x: g * _call(xp, _polygamma, x, n=0),
-    jvps=[lambda xp, t, ans, x: t * _call(xp, _polygamma, x, n=0)], saves=[(0,)],
+    vjp=[lambda xp, g, ans, x: g * _call(xp, polygamma_p, x, n=0)],
+    jvp=[lambda xp, t, ans, x: t * _call(xp, polygamma_p, x, n=0)], saves=[(0,)],
 )
 
 
@@ -432,22 +432,22 @@ def _i1e_over_x(xp: Any, x: Any, i1e_x: Any) -> Any:
     return xp.where(zero, 0.5, i1e_x / xp.where(zero, 1.0, x))
 
 
-_i0e = primitive(
+i0e_p = primitive(
     "i0e", lambda xp, x: _bessel_scaled(xp, x, _I0E_A, _I0E_B, odd=False),
-    lambda xp, g, ans, x: g * (_call(xp, _i1e, x) - xp.sign(x) * ans),
-    jvps=[lambda xp, t, ans, x: t * (_call(xp, _i1e, x) - xp.sign(x) * ans)], saves=[(0, "out")],
+    vjp=[lambda xp, g, ans, x: g * (_call(xp, i1e_p, x) - xp.sign(x) * ans)],
+    jvp=[lambda xp, t, ans, x: t * (_call(xp, i1e_p, x) - xp.sign(x) * ans)], saves=[(0, "out")],
 )
 
 
 def _i1e_derivative(xp: Any, ans: Any, x: Any) -> Any:
     # d/dx exp(-|x|) I1(x) = exp(-|x|) (I0(x) - I1(x)/x) - sign(x) exp(-|x|) I1(x)
-    return _call(xp, _i0e, x) - _i1e_over_x(xp, x, ans) - xp.sign(x) * ans
+    return _call(xp, i0e_p, x) - _i1e_over_x(xp, x, ans) - xp.sign(x) * ans
 
 
-_i1e = primitive(
+i1e_p = primitive(
     "i1e", lambda xp, x: _bessel_scaled(xp, x, _I1E_A, _I1E_B, odd=True),
-    lambda xp, g, ans, x: g * _i1e_derivative(xp, ans, x),
-    jvps=[lambda xp, t, ans, x: t * _i1e_derivative(xp, ans, x)], saves=[(0, "out")],
+    vjp=[lambda xp, g, ans, x: g * _i1e_derivative(xp, ans, x)],
+    jvp=[lambda xp, t, ans, x: t * _i1e_derivative(xp, ans, x)], saves=[(0, "out")],
 )
 
 
@@ -466,8 +466,8 @@ def _entr_derivative(xp: Any, x: Any) -> Any:
     return xp.where(x > 0, inner, xp.where(x == 0, math.inf, xp.zeros_like(x)))
 
 
-_entr = primitive("entr", _entr_forward, lambda xp, g, ans, x: g * _entr_derivative(xp, x),
-                  jvps=[lambda xp, t, ans, x: t * _entr_derivative(xp, x)], saves=[(0,)])
+entr_p = primitive("entr", _entr_forward, vjp=[lambda xp, g, ans, x: g * _entr_derivative(xp, x)],
+                   jvp=[lambda xp, t, ans, x: t * _entr_derivative(xp, x)], saves=[(0,)])
 
 
 def _logit_forward(xp: Any, x: Any) -> Any:
@@ -482,8 +482,8 @@ def _logit_forward(xp: Any, x: Any) -> Any:
     return xp.where(inside, value, edges)
 
 
-_logit = primitive("logit", _logit_forward, lambda xp, g, ans, x: g / (x * (1.0 - x)),
-                   jvps=[lambda xp, t, ans, x: t / (x * (1.0 - x))], saves=[(0,)])
+logit_p = primitive("logit", _logit_forward, vjp=[lambda xp, g, ans, x: g / (x * (1.0 - x))],
+                    jvp=[lambda xp, t, ans, x: t / (x * (1.0 - x))], saves=[(0,)])
 
 
 def _x_log_forward(log_fn: str, lowest: float):
@@ -517,9 +517,9 @@ def _x_log_vjps(prim_name: str, shift: float):
 _X_LOG: dict[str, Primitive] = {}
 for _name, _log_fn, _lowest in (("xlogy", "log", 0.0), ("xlog1py", "log1p", -1.0)):
     _d_x, _d_y = _x_log_vjps(_name, -_lowest)
-    _X_LOG[_name] = primitive(_name, _x_log_forward(_log_fn, _lowest), _d_x, _d_y, jvps=[_d_x, _d_y],
+    _X_LOG[_name] = primitive(_name, _x_log_forward(_log_fn, _lowest), vjp=[_d_x, _d_y], elementwise=True,
                               saves=[(0, 1), (0, 1)])
-_xlogy, _xlog1py = _X_LOG["xlogy"], _X_LOG["xlog1py"]
+xlogy_p, xlog1py_p = _X_LOG["xlogy"], _X_LOG["xlog1py"]
 
 
 # --------------------------------------------------------------------------- the public functions
@@ -528,13 +528,13 @@ _xlogy, _xlog1py = _X_LOG["xlogy"], _X_LOG["xlog1py"]
 def erf(x: ArrayLike, /) -> Tensor:
     """The error function 2/sqrt(pi) * integral_0^x exp(-t^2) dt (W. J. Cody's approximation)."""
     (x,) = _floats(x)
-    return _erf(x)
+    return erf_p(x)
 
 
 def erfc(x: ArrayLike, /) -> Tensor:
     """The complementary error function 1 - erf(x), accurate in the tail (no early underflow)."""
     (x,) = _floats(x)
-    return _erfc(x)
+    return erfc_p(x)
 
 
 def expit(x: ArrayLike, /) -> Tensor:
@@ -546,25 +546,25 @@ def expit(x: ArrayLike, /) -> Tensor:
 def logit(x: ArrayLike, /) -> Tensor:
     """log(x / (1 - x)), the inverse of expit: -inf at 0, inf at 1, nan outside [0, 1]."""
     (x,) = _floats(x)
-    return _logit(x)
+    return logit_p(x)
 
 
 def entr(x: ArrayLike, /) -> Tensor:
     """The elementwise entropy -x log(x): 0 at 0, -inf for x < 0. Its derivative at 0 is +inf."""
     (x,) = _floats(x)
-    return _entr(x)
+    return entr_p(x)
 
 
 def xlogy(x: ArrayLike, y: ArrayLike, /) -> Tensor:
     """x * log(y), and 0 where x == 0 (unless y is nan), with broadcasting."""
     x, y = _floats(x, y)
-    return _xlogy(x, y)
+    return xlogy_p(x, y)
 
 
 def xlog1py(x: ArrayLike, y: ArrayLike, /) -> Tensor:
     """x * log1p(y), and 0 where x == 0 (unless y is nan), with broadcasting."""
     x, y = _floats(x, y)
-    return _xlog1py(x, y)
+    return xlog1py_p(x, y)
 
 
 def kl_div(x: ArrayLike, y: ArrayLike, /) -> Tensor:
@@ -581,19 +581,19 @@ def ndtr(x: ArrayLike, /) -> Tensor:
     """The standard normal distribution function, 0.5 * erfc(-x / sqrt(2)) (as Cephes computes it:
     accurate in the lower tail); its derivative is the normal density."""
     (x,) = _floats(x)
-    return 0.5 * _erfc(x * -0.70710678118654752440)
+    return 0.5 * erfc_p(x * -0.70710678118654752440)
 
 
 def gammaln(x: ArrayLike, /) -> Tensor:
     """log|Gamma(x)| for real x (inf at 0, -1, -2, ...); its derivative is digamma."""
     (x,) = _floats(x)
-    return _gammaln(x)
+    return gammaln_p(x)
 
 
 def digamma(x: ArrayLike, /) -> Tensor:
     """The digamma function psi(x) = d/dx log Gamma(x) (nan at -1, -2, ..., -inf at +0)."""
     (x,) = _floats(x)
-    return _polygamma(x, n=0)
+    return polygamma_p(x, n=0)
 
 
 psi = digamma  # SciPy's name: scipy.special.psi (and digamma) look up xp.special.psi
@@ -617,19 +617,19 @@ def polygamma(n: Any, x: ArrayLike, /) -> Tensor:
     """The n-th derivative of digamma, psi^(n)(x), for one integer order n >= 0 (a Python int, read
     when the call is made); its derivative in x is polygamma(n + 1, x)."""
     (x,) = _floats(x)
-    return _polygamma(x, n=_order(n))
+    return polygamma_p(x, n=_order(n))
 
 
 def i0e(x: ArrayLike, /) -> Tensor:
     """The exponentially scaled modified Bessel function of order 0, ``exp(-abs(x)) * I0(x)``."""
     (x,) = _floats(x)
-    return _i0e(x)
+    return i0e_p(x)
 
 
 def i1e(x: ArrayLike, /) -> Tensor:
     """The exponentially scaled modified Bessel function of order 1, ``exp(-abs(x)) * I1(x)``."""
     (x,) = _floats(x)
-    return _i1e(x)
+    return i1e_p(x)
 
 
 def _unscaled(scaled: Tensor, x: Tensor) -> Tensor:
@@ -641,10 +641,10 @@ def _unscaled(scaled: Tensor, x: Tensor) -> Tensor:
 def i0(x: ArrayLike, /) -> Tensor:
     """The modified Bessel function of order 0, ``I0(x) = i0e(x) * exp(abs(x))``."""
     (x,) = _floats(x)
-    return _unscaled(_i0e(x), x)
+    return _unscaled(i0e_p(x), x)
 
 
 def i1(x: ArrayLike, /) -> Tensor:
     """The modified Bessel function of order 1, ``I1(x) = i1e(x) * exp(abs(x))``."""
     (x,) = _floats(x)
-    return _unscaled(_i1e(x), x)
+    return _unscaled(i1e_p(x), x)

@@ -58,37 +58,43 @@ def enable_grad():
 
 REGISTRY: dict[str, "Primitive"] = {}
 
+# The kinds of rule a primitive carries, each under its name in ``Primitive.rules``; a new
+# transform (vmap's batching rules) adds a kind without touching the declaration or the engine.
+VJP = "vjp"
+JVP = "jvp"
+
+Rule = Callable[..., Any]
+
 
 class Primitive:
-    """A differentiable operation: a forward function and one VJP per argument.
+    """A differentiable operation: a forward function and its rules, one per kind.
 
-    ``forward(xp, *arrays, **params)`` computes the result from raw arrays.
-    ``vjps[i](xp, g, ans, *args, **params)`` returns the gradient for argument ``i``
-    given the output gradient ``g`` and the output ``ans``; it may return a gradient
-    of the broadcast shape, which the engine sums back to the argument's shape.
-    ``None`` marks an argument that is not differentiable (indices, masks).
-    ``vjp_variadic(i, xp, g, ans, *args, **params)`` serves ops with any number of
-    array arguments (concat, stack). ``vjp_all(xp, g, ans, args, wanted, params)``
-    returns every argument's gradient from one call (None where ``wanted[i]`` is false
-    or there is none): for rules that share work between arguments (custom_vjp,
-    checkpoint), with no cache that two nodes could share.
-    Forward mode: ``jvps[i](xp, t, ans, *args, **params)`` is argument i's contribution
-    to the output tangent given its tangent ``t`` (it may have the broadcast shape).
-    ``jvp_all(xp, tangents, ans, args, params)`` gives the whole output tangent from the
-    tangents of all arguments (None where an argument has none) in one call.
-    ``jvp_linear=True`` says the op is linear in its array arguments, so the output
-    tangent is the op itself applied to the tangents. JVP rules always run on Tensors
-    with agrad's differentiable namespace, so they can be differentiated again.
-    With ``has_aux=True`` the forward returns ``(out, aux)``: ``aux`` (e.g. a softmax
-    the VJP would otherwise recompute) reaches the VJPs as the keyword ``aux`` on a
-    plain backward pass. Under ``create_graph`` the VJP gets Tensors and must recompute
-    from them, so that the result stays differentiable.
-    In-place updates (see :mod:`agrad.inplace`): ``saves`` says which values the VJPs
-    read, so that an update of an input after the op was recorded is an error at
+    ``forward(xp, *arrays, **params)`` computes the result from raw arrays. ``rules`` maps
+    a rule kind to its rule; every rule gets all the arguments at once:
+
+    - ``rules["vjp"](xp, g, ans, wanted, *args, **params)`` returns one cotangent per
+      argument, given the output's cotangent ``g`` and the output ``ans``; ``wanted[i]``
+      says whether argument ``i``'s is used, and the rule computes no other (it returns
+      None there, and None for an argument without one: indices, masks). A cotangent may
+      have the broadcast shape, which the engine sums back to the argument's shape. A
+      primitive declared without one is not differentiable in any argument.
+    - ``rules["jvp"](xp, tangents, ans, *args, **params)`` returns the output's tangent
+      from the arguments' tangents (None where an argument has none). JVP rules always
+      run on Tensors with agrad's differentiable namespace, so they can be differentiated
+      again.
+
+    Declare primitives with :func:`primitive`, which also writes the rules of the common
+    cases (per-argument rules, linear and elementwise ops); :meth:`def_rule` writes one.
+    With ``has_aux=True`` the forward returns ``(out, aux)``: ``aux`` (e.g. a softmax the
+    VJP would otherwise recompute) reaches the VJP as the keyword ``aux`` on a plain
+    backward pass. Under ``create_graph`` the VJP gets Tensors and must recompute from
+    them, so that the result stays differentiable.
+    In-place updates (see :mod:`agrad.inplace`): ``saves`` says which values the VJP
+    reads, so that an update of an input after the op was recorded is an error at
     backward exactly when the derivative needs the old values: None (the default) means
     every argument and the output; else one entry per argument (missing ones: nothing),
-    each a tuple of the argument positions and ``"out"`` that argument's VJP reads; an
-    element ``("out", i, ...)`` says "the output, or, once the output was updated in
+    each a tuple of the argument positions and ``"out"`` that argument's cotangent reads;
+    an element ``("out", i, ...)`` says "the output, or, once the output was updated in
     place, arguments i, ... to recompute it": the VJP is then called with ``ans=None``.
     Linear ops read nothing. ``view(base, new, **params)`` marks an op whose result may
     share memory with its (first) argument: it returns ``base`` with the part the view
@@ -98,79 +104,215 @@ class Primitive:
 
     # No __slots__: primitives are few, and a __dict__ lets each carry its own __doc__.
 
-    def __init__(self, name: str, forward: Callable, vjps: Sequence[Callable | None] = (),
-                 vjp_variadic: Callable | None = None, register: bool = True, has_aux: bool = False,
-                 vjp_all: Callable | None = None, jvp_all: Callable | None = None,
-                 saves: Sequence[tuple] | None = None, view: Callable | None = None) -> None:
+    def __init__(self, name: str, forward: Callable, *, has_aux: bool = False, saves: Sequence[tuple] | None = None,
+                 view: Callable | None = None, register: bool = True) -> None:
         self.name = name
+        self.forward = forward
+        self.has_aux = has_aux
         self.saves = None if saves is None else tuple(tuple(e) for e in saves)
         self.view = view
-        self.has_aux = has_aux
-        self.forward = forward
-        self.vjps = tuple(vjps)
-        self.vjp_variadic = vjp_variadic
-        self.vjp_all = vjp_all
-        self.jvp_all = jvp_all
-        self.jvps: tuple = ()
-        self.jvp_linear = False
+        # The sweep reads rules["vjp"] without asking: until a VJP is declared, none is wanted.
+        self.rules: dict[str, Rule] = {VJP: per_argument_vjp(name, ())}
         self.__doc__ = f"The agrad primitive {name!r}."
         if register:
             if name in REGISTRY:
                 raise ValueError(f"agrad: a primitive named {name!r} is already registered")
             REGISTRY[name] = self
 
-    def defvjp(self, *vjps: Callable | None) -> "Primitive":
-        self.vjps = vjps
-        return self
-
-    def defjvp(self, *jvps: Callable | None, linear: bool = False) -> "Primitive":
-        """Set the forward-mode rules (one per argument), or ``linear=True`` (which also
-        says that the VJPs read no values: see ``saves``)."""
-        self.jvps = jvps
-        self.jvp_linear = linear
-        if linear:
-            self.saves = ()
-        return self
-
-    def defjvp_from_vjp(self) -> "Primitive":
-        """For elementwise ops the Jacobian is diagonal, so the VJP with g := t is the JVP."""
-        self.jvps = self.vjps
+    def def_rule(self, kind: str, rule: Rule) -> "Primitive":
+        """Write ``rule`` as this primitive's rule of ``kind`` ("vjp", "jvp", ...), as it is:
+        a VJP written here must return one cotangent per argument, None where none is
+        wanted (:func:`primitive` checks that of the rules it is given)."""
+        self.rules[kind] = rule
         return self
 
     def __call__(self, *args: Any, **params: Any) -> Tensor:
         return apply(self, args, params)
 
-
     def __repr__(self) -> str:
         return f"<agrad primitive {self.name}>"
 
 
-def primitive(name: str, forward: Callable, *vjps: Callable | None, register: bool = True,
-              jvps: Sequence[Callable | None] | None = None, vjp_all: Callable | None = None,
-              jvp_all: Callable | None = None, saves: Sequence[tuple] | None = None,
-              view: Callable | None = None) -> Primitive:
-    """Declare a new differentiable operation.
+def primitive(name: str, forward: Callable, *, vjp: Rule | Sequence[Rule | None] | None = None,
+              jvp: Rule | Sequence[Rule | None] | None = None, linear: bool = False, elementwise: bool = False,
+              saves: Sequence[tuple] | None = None, view: Callable | None = None, has_aux: bool = False,
+              register: bool = True) -> Primitive:
+    """Declare a new differentiable operation: the one way agrad's own ops are declared.
 
     Example::
 
-        cube = agrad.primitive("cube", lambda xp, x: x * x * x,
-                               lambda xp, g, ans, x: g * 3 * x * x,
-                               jvps=[lambda xp, t, ans, x: t * 3 * x * x])
+        cube_p = agrad.primitive("cube", lambda xp, x: x * x * x,
+                                 vjp=[lambda xp, g, ans, x: g * 3 * x * x], elementwise=True)
 
-    Write the rules only with operators and ``xp`` functions so that they also run
-    on Tensors, which makes higher-order derivatives of the new op work too.
-    Without ``jvps`` the op has no forward-mode rule (agrad.jvp then raises).
-    Rules that share work between arguments give every gradient from one call
-    instead: ``vjp_all(xp, g, ans, args, wanted, params)`` returns one gradient per
-    argument (None where ``wanted[i]`` is false), ``jvp_all(xp, tangents, ans, args,
-    params)`` the output tangent from all the arguments' tangents (None for none).
-    ``saves`` and ``view``: see :class:`Primitive` (in-place updates).
+    ``vjp`` is the all-arguments rule ``vjp(xp, g, ans, wanted, *args, **params)`` (see
+    :class:`Primitive`), or, the common case, a sequence of per-argument rules
+    ``vjp[i](xp, g, ans, *args, **params)`` giving argument i's cotangent (None: the
+    argument is not differentiable), each called only when its cotangent is wanted.
+    ``jvp`` likewise: ``jvp(xp, tangents, ans, *args, **params)``, or per-argument rules
+    ``jvp[i](xp, t, ans, *args, **params)`` giving argument i's share of the output's
+    tangent for its tangent ``t`` (the shares are summed). Without either the op has no
+    forward-mode rule (agrad.jvp then raises). Properties in place of a ``jvp``:
+
+    - ``linear=True``: the op is linear in its array arguments, so the output's tangent
+      is the op applied to the tangents, and the VJP reads no values (``saves=()``).
+    - ``elementwise=True``: the Jacobian is diagonal, so the VJP with the tangent in
+      place of ``g`` is the JVP (broadcasting included).
+
+    Write the rules only with operators and ``xp`` functions so that they also run on
+    Tensors, which makes higher-order derivatives of the new op work too.
+    ``saves``, ``view`` and ``has_aux``: see :class:`Primitive`; ``register=False``
+    keeps the op out of the registry (the gradient-check matrix of agrad's own ops).
     """
-    prim = Primitive(name, forward, vjps, register=register, vjp_all=vjp_all, jvp_all=jvp_all, saves=saves,
-                     view=view)
-    if jvps is not None:
-        prim.defjvp(*jvps)
+    if linear:
+        if saves is not None and tuple(saves):
+            raise ValueError(f"agrad.primitive {name!r}: a linear op's VJP reads no values (saves=())")
+        saves = ()
+    prim = Primitive(name, forward, has_aux=has_aux, saves=saves, view=view, register=register)
+    if vjp is not None:
+        per_arg = not callable(vjp)
+        prim.def_rule(VJP, per_argument_vjp(name, vjp) if per_arg else _counted(name, vjp))
+    if sum((jvp is not None, linear, elementwise)) > 1:
+        raise ValueError(f"agrad.primitive {name!r}: give one of jvp=, linear=True and elementwise=True")
+    if linear:
+        prim.def_rule(JVP, _linear_jvp(prim))
+    elif elementwise:
+        if vjp is None:
+            raise ValueError(f"agrad.primitive {name!r}: elementwise=True derives the JVP from vjp=, which is missing")
+        prim.def_rule(JVP, per_argument_jvp(name, vjp) if per_arg else _jvp_from_vjp(vjp))
+    elif jvp is not None:
+        prim.def_rule(JVP, jvp if callable(jvp) else per_argument_jvp(name, jvp))
     return prim
+
+
+def _not_differentiable(name: str, i: int) -> RuntimeError:
+    return RuntimeError(f"agrad.{name}: argument {i} is not differentiable but requires a gradient")
+
+
+def _counted(name: str, vjp: Rule) -> Rule:
+    """An all-arguments VJP that is checked to return one cotangent per argument."""
+
+    def counted(xp: Any, g: Any, ans: Any, wanted: tuple, *args: Any, **params: Any) -> Sequence[Any]:
+        grads = vjp(xp, g, ans, wanted, *args, **params)
+        if len(grads) != len(wanted):
+            raise ValueError(f"agrad.{name}: its VJP returned {len(grads)} gradients for {len(wanted)} arguments")
+        return [ga if w else None for ga, w in zip(grads, wanted)]  # (the sweep delivers what it gets)
+
+    return counted
+
+
+def _raiser(name: str, i: int) -> Rule:
+    """The rule of an argument that has no derivative: an error if its cotangent is wanted."""
+
+    def no_rule(*args: Any, **params: Any) -> Any:
+        raise _not_differentiable(name, i)
+
+    return no_rule
+
+
+def per_argument_vjp(name: str, rules: Sequence[Rule | None]) -> Rule:
+    """The all-arguments VJP that calls ``rules[i]`` for each wanted argument ``i``.
+    One and two arguments (most ops) get a rule of their own: the sweep's hot path."""
+    rules = tuple(rules)
+
+    def vjp(xp: Any, g: Any, ans: Any, wanted: tuple, *args: Any, **params: Any) -> list:
+        out: list = []
+        for i, w in enumerate(wanted):
+            if not w:
+                out.append(None)
+                continue
+            rule = rules[i] if i < len(rules) else None
+            if rule is None:
+                raise _not_differentiable(name, i)
+            out.append(rule(xp, g, ans, *args, **params))
+        return out
+
+    # Rules of one, two and three arguments (nearly every op) are called without a loop; a
+    # missing rule (None) becomes one that raises, called only when its cotangent is wanted.
+    full = tuple(r if r is not None else _raiser(name, i) for i, r in enumerate(rules))
+    if len(full) == 1:
+        (f,) = full
+
+        def vjp1(xp: Any, g: Any, ans: Any, wanted: tuple, *args: Any, **params: Any) -> tuple:
+            try:  # (free in CPython 3.11+ unless it raises; cheaper than comparing len(wanted))
+                (w,) = wanted
+            except ValueError:  # more arguments than rules
+                return vjp(xp, g, ans, wanted, *args, **params)
+            return (f(xp, g, ans, *args, **params),) if w else (None,)
+
+        return vjp1
+    if len(full) == 2:
+        f0, f1 = full
+
+        def vjp2(xp: Any, g: Any, ans: Any, wanted: tuple, *args: Any, **params: Any) -> tuple:
+            try:
+                w0, w1 = wanted
+            except ValueError:
+                return vjp(xp, g, ans, wanted, *args, **params)
+            return (f0(xp, g, ans, *args, **params) if w0 else None,
+                    f1(xp, g, ans, *args, **params) if w1 else None)
+
+        return vjp2
+    if len(full) == 3:
+        f0, f1, f2 = full
+
+        def vjp3(xp: Any, g: Any, ans: Any, wanted: tuple, *args: Any, **params: Any) -> tuple:
+            try:
+                w0, w1, w2 = wanted
+            except ValueError:  # (linear without a bias: two arguments)
+                return vjp(xp, g, ans, wanted, *args, **params)
+            return (f0(xp, g, ans, *args, **params) if w0 else None,
+                    f1(xp, g, ans, *args, **params) if w1 else None,
+                    f2(xp, g, ans, *args, **params) if w2 else None)
+
+        return vjp3
+    return vjp
+
+
+def per_argument_jvp(name: str, rules: Sequence[Rule | None]) -> Rule:
+    """The all-arguments JVP that sums ``rules[i](xp, t_i, ans, *args)`` over the arguments with a tangent."""
+    rules = tuple(rules)
+
+    def jvp(xp: Any, tangents: Sequence[Any], ans: Any, *args: Any, **params: Any) -> Any:
+        total = None
+        for i, t in enumerate(tangents):
+            if t is None:
+                continue
+            rule = rules[i] if i < len(rules) else None
+            if rule is None:
+                raise forward_mode.NoJVPRule(f"agrad.jvp: argument {i} of {name!r} is not differentiable but has a "
+                                             f"tangent")
+            c = rule(xp, t, ans, *args, **params)
+            total = c if total is None else total + c
+        return total
+
+    return jvp
+
+
+def _jvp_from_vjp(vjp: Rule) -> Rule:
+    """An elementwise op's JVP from its all-arguments VJP: each argument's cotangent, for
+    its tangent in place of g, is its share of the output's tangent."""
+
+    def jvp(xp: Any, tangents: Sequence[Any], ans: Any, *args: Any, **params: Any) -> Any:
+        total = None
+        n = len(tangents)
+        for i, t in enumerate(tangents):
+            if t is not None:
+                c = vjp(xp, t, ans, (False,) * i + (True,) + (False,) * (n - i - 1), *args, **params)[i]
+                total = c if total is None else total + c
+        return total
+
+    return jvp
+
+
+def _linear_jvp(prim: Primitive) -> Rule:
+    """A linear op's JVP: the op itself applied to the tangents (zeros where there are none)."""
+
+    def jvp(xp: Any, tangents: Sequence[Any], ans: Any, *args: Any, **params: Any) -> Any:
+        filled = [t if t is not None else (forward_mode.zeros_like(a) if hasattr(a, "shape") else a)
+                  for a, t in zip(args, tangents)]
+        return prim(*filled, **params)
+
+    return jvp
 
 
 # --------------------------------------------------------------------------- forward
@@ -228,8 +370,13 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
         t._args = args
         t._inputs = raw
         t._params = params
-        t._versions = (*(a._vc[0] if isinstance(a, Tensor) and a._vc is not None else 0 for a in args),
-                       0 if t._vc is None else t._vc[0]) if counted else None
+        if counted:
+            versions = ()
+            for a in args:  # (a loop, not a generator: this runs for every op on a parameter)
+                versions += (a._vc[0] if isinstance(a, Tensor) and a._vc is not None else 0,)
+            t._versions = (*versions, 0 if t._vc is None else t._vc[0])
+        else:
+            t._versions = None
     else:
         t.requires_grad = False
         t._prim = None
@@ -562,18 +709,6 @@ def _sum_to_shape(xp: Any, g: Any, shape: tuple) -> Any:
     return g
 
 
-def _all_vjps(t: Tensor, xp: Any, g: Any, ans: Any, raw: Sequence[Any], useful: set[int] | None) -> list[Any]:
-    """Every wanted argument's gradient from one call of the node's ``vjp_all`` rule."""
-    if useful is None:
-        wanted = tuple(isinstance(a, Tensor) and a.requires_grad for a in t._args)
-    else:
-        wanted = tuple(isinstance(a, Tensor) and id(a) in useful for a in t._args)
-    grads = list(t._prim.vjp_all(xp, g, ans, tuple(raw), wanted, t._params))
-    if len(grads) != len(wanted):
-        raise ValueError(f"agrad.{t._prim.name}: its VJP returned {len(grads)} gradients for {len(wanted)} arguments")
-    return grads
-
-
 def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, create_graph: bool,
            capture: dict[int, Any] | None, graph: Plan | None = None) -> None:
     """The reverse sweep shared by :func:`backward` and :func:`gradients`.
@@ -620,42 +755,47 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 ans = t._data
                 xp = by_type[ans.__class__]
                 raw = t._inputs
-            # (ans=None: the VJPs recompute an output updated in place; see _check_versions)
+            # One pass over the inputs: which cotangents this sweep uses (the rule computes no
+            # other), and whether an input was updated in place since the node was recorded.
+            wanted = ()
             versions = t._versions
             if versions is None:  # every input (and the output) was at version 0 when recorded: still?
-                if t._vc is not None and t._vc[0]:
+                moved = t._vc is not None and t._vc[0]
+                if useful is None:
+                    for a in args:
+                        if isinstance(a, Tensor):
+                            wanted += (a.requires_grad,)
+                            if a._vc is not None and a._vc[0]:
+                                moved = True
+                        else:
+                            wanted += (False,)
+                else:  # a transform's targets may no longer require a gradient themselves
+                    for a in args:
+                        if isinstance(a, Tensor):
+                            wanted += (id(a) in useful,)
+                            if a._vc is not None and a._vc[0]:
+                                moved = True
+                        else:
+                            wanted += (False,)
+                if moved:
+                    if _check_versions(t, useful):
+                        ans = None  # the VJP recomputes an output updated in place (see _check_versions)
+            else:
+                moved = (0 if t._vc is None else t._vc[0]) != versions[-1]
+                for a, v in zip(args, versions):
+                    if isinstance(a, Tensor):
+                        wanted += (a.requires_grad if useful is None else id(a) in useful,)
+                        if (0 if a._vc is None else a._vc[0]) != v:
+                            moved = True
+                    else:
+                        wanted += (False,)
+                if moved:
                     if _check_versions(t, useful):
                         ans = None
-                else:
-                    for a in args:
-                        if isinstance(a, Tensor) and a._vc is not None and a._vc[0]:
-                            if _check_versions(t, useful):
-                                ans = None
-                            break
-            elif (0 if t._vc is None else t._vc[0]) != versions[-1] or any(
-                    (0 if a._vc is None else a._vc[0]) != v for a, v in zip(args, versions) if isinstance(a, Tensor)):
-                if _check_versions(t, useful):
-                    ans = None
-            prim, params = t._prim, t._params
-            all_grads = None
-            if prim.vjp_all is not None:
-                all_grads = _all_vjps(t, xp, g, ans, raw, useful)
-            for i, a in enumerate(args):
-                if useful is None:
-                    if not (isinstance(a, Tensor) and a.requires_grad):
-                        continue
-                elif not (isinstance(a, Tensor) and id(a) in useful):
-                    continue  # a transform's targets may no longer require a gradient themselves
-                if all_grads is not None:
-                    ga = all_grads[i]
-                elif prim.vjp_variadic is not None:
-                    ga = prim.vjp_variadic(i, xp, g, ans, *raw, **params)
-                else:
-                    vjp = prim.vjps[i] if i < len(prim.vjps) else None
-                    if vjp is None:
-                        raise RuntimeError(f"agrad.{prim.name}: argument {i} is not differentiable "
-                                           f"but requires a gradient")
-                    ga = vjp(xp, g, ans, *raw, **params)
+            # One cotangent per argument, None where none is wanted: the per-argument rules are
+            # built so and primitive() checks the others, so that the hot path need not.
+            grads = t._prim.rules[VJP](xp, g, ans, wanted, *raw, **t._params)
+            for a, ga in zip(args, grads):
                 if ga is None:
                     continue
                 if not create_graph and ga.__class__ is not xp.array_type:
@@ -666,7 +806,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 if ga.shape != shape:
                     ga = _sum_to_shape(xp, ga, shape)
                 if ga.dtype != a._data.dtype:
-                    ga = _cast_gradient(xp, ga, a, prim)
+                    ga = _cast_gradient(xp, ga, a, t._prim)
                 if a._prim is None:
                     if fast_leaves and a.grad is None and ga is not g and getattr(ga, "base", 0) is None:
                         a.grad = _wrap(ga)  # the common case, inlined: a fresh array for a fresh leaf

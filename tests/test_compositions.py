@@ -317,16 +317,15 @@ def test_logistic_loss_hessian_when_the_selected_backend_differs(on_backend):
 def test_a_primitive_can_give_all_its_gradients_from_one_call(on_backend):
     calls = []
 
-    def vjp_all(xp, g, ans, args, wanted, params):
+    def vjp_all(xp, g, ans, wanted, x, y):
         calls.append(wanted)
-        x, y = args
         return [g * y if wanted[0] else None, g * x if wanted[1] else None]
 
-    def jvp_all(xp, tangents, ans, args, params):
-        (tx, ty), (x, y) = tangents, args
+    def jvp_all(xp, tangents, ans, x, y):
+        tx, ty = tangents
         return (tx * y if tx is not None else 0.0) + (x * ty if ty is not None else 0.0)
 
-    mul = A.primitive("mul_for_test", lambda xp, x, y: x * y, register=False, vjp_all=vjp_all, jvp_all=jvp_all)
+    mul = A.primitive("mul_for_test", lambda xp, x, y: x * y, register=False, vjp=vjp_all, jvp=jvp_all)
     x, y = on_backend(np.array([1.0, 2.0])), on_backend(np.array([3.0, 4.0]))
     gx, gy = A.grad(lambda a, b: A.sum(mul(a, b)), argnums=(0, 1))(x, y)
     assert calls == [(True, True)]

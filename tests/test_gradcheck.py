@@ -7,11 +7,11 @@ import pytest
 
 import agrad
 
-wrong_square = agrad.primitive("wrong_square", lambda xp, x: x * x, lambda xp, g, ans, x: g * x, register=False)
+wrong_square = agrad.primitive("wrong_square", lambda xp, x: x * x, vjp=[lambda xp, g, ans, x: g * x], register=False)
 # First derivative right, second wrong: the VJP uses a constant copy of x.
 frozen_square = agrad.primitive(
     "frozen_square", lambda xp, x: x * x,
-    lambda xp, g, ans, x: g * 2.0 * (x.detach() if isinstance(x, agrad.Tensor) else x), register=False)
+    vjp=[lambda xp, g, ans, x: g * 2.0 * (x.detach() if isinstance(x, agrad.Tensor) else x)], register=False)
 
 
 def test_a_wrong_vjp_fails_with_a_report_of_the_worst_element():

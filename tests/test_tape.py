@@ -45,7 +45,7 @@ def test_chain_of_100000_ops_is_not_recursive():
 def test_each_vjp_runs_once_on_a_diamond():
     calls = []
     spy = agrad.primitive("spy_double", lambda xp, x: 2.0 * x,
-                          lambda xp, g, ans, x: (calls.append(1), 2.0 * g)[1], register=False)
+                          vjp=[lambda xp, g, ans, x: (calls.append(1), 2.0 * g)[1]], register=False)
     x = agrad.tensor(np.array([1.0, 2.0]), requires_grad=True)
     h = spy(x)
     out = agrad.sum(h * h + h)  # h feeds three paths
@@ -87,8 +87,8 @@ def test_no_gradient_is_computed_for_inputs_that_do_not_need_one():
     calls = {"x": 0, "w": 0}
     mul = agrad.primitive(
         "spy_mul", lambda xp, x, w: x * w,
-        lambda xp, g, ans, x, w: (calls.__setitem__("x", calls["x"] + 1), g * w)[1],
-        lambda xp, g, ans, x, w: (calls.__setitem__("w", calls["w"] + 1), g * x)[1],
+        vjp=[lambda xp, g, ans, x, w: (calls.__setitem__("x", calls["x"] + 1), g * w)[1],
+             lambda xp, g, ans, x, w: (calls.__setitem__("w", calls["w"] + 1), g * x)[1]],
         register=False,
     )
     x = agrad.tensor(np.ones(3))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from .. import backend, ops, tracing
-from ..tape import Primitive
+from ..tape import primitive
 from ..tensor import Tensor
 
 
@@ -44,8 +44,8 @@ def _logistic_jvp(xp, t, ans, logits, labels):
     return xp.sum(t * p) / logits.shape[0]
 
 
-logistic_loss_p = Primitive("logistic_loss", _logistic_forward, (_logistic_vjp, None), has_aux=True)
-logistic_loss_p.defjvp(_logistic_jvp, None)
+logistic_loss_p = primitive("logistic_loss", _logistic_forward, vjp=[_logistic_vjp, None], jvp=[_logistic_jvp, None],
+                            has_aux=True)
 
 
 def logistic_loss(logits: Any, labels: Any, check_labels: bool = True) -> Tensor:

@@ -8,9 +8,11 @@ from .. import backend, dtypes
 from ..tape import primitive
 from ..tensor import ArrayLike, Tensor
 
-_astype = primitive(
+# Casts, transfers and the identity are linear: tangents are cast, moved, passed on.
+
+astype_p = primitive(
     "astype", lambda xp, x, dtype: xp.astype(x, backend.resolve_dtype(xp, dtype)),
-    lambda xp, g, ans, x, dtype: xp.astype(g, x.dtype),
+    vjp=[lambda xp, g, ans, x, dtype: xp.astype(g, x.dtype)], linear=True,
 )
 
 
@@ -26,12 +28,15 @@ def astype(x: ArrayLike, dtype: Any, /, *, copy: bool = True, device: Any = None
         raw = x._data if isinstance(x, Tensor) else x
         xp = backend.namespace_of((raw,), "astype")
         return Tensor(xp.astype(raw, backend.resolve_dtype(xp, dtype)))
-    return _astype(x, dtype=dtype)
+    return astype_p(x, dtype=dtype)
 
 
-_to_device = primitive(
+# A transfer to the device an array is on gives the input's array itself (a view, for
+# in-place updates: see agrad.inplace).
+to_device_p = primitive(
     "to_device", lambda xp, x, device: backend.to_device(x, device),
-    lambda xp, g, ans, x, device: xp.to_device(g, x.device),
+    vjp=[lambda xp, g, ans, x, device: xp.to_device(g, x.device)], linear=True,
+    view=lambda base, new, device: to_device(new, base.device),
 )
 
 
@@ -40,21 +45,14 @@ def to_device(x: ArrayLike, device: Any, /, *, stream: Any = None) -> Tensor:
 
     NumPy <-> CuPy moves change backend. Differentiable: the gradient moves back.
     """
-    return _to_device(x, device=device)
+    return to_device_p(x, device=device)
 
 
-_identity = primitive("identity", lambda xp, x: x, lambda xp, g, ans, x: g)
+identity_p = primitive("identity", lambda xp, x: x, vjp=[lambda xp, g, ans, x: g], linear=True,
+                       view=lambda base, new: new)  # (the input's array itself: a view)
 
 
 def identity(x: ArrayLike, /) -> Tensor:
     """``x`` itself as a recorded op: a new Tensor on the tape (no copy of the data)."""
-    return _identity(x)
+    return identity_p(x)
 
-
-# Casts, transfers and the identity are linear: tangents are cast, moved, passed on.
-for _prim in (_astype, _to_device, _identity):
-    _prim.defjvp(linear=True)
-# The identity, and a transfer to the device an array is on, give the input's array itself
-# (a view, for in-place updates: see agrad.inplace).
-_identity.view = lambda base, new: new
-_to_device.view = lambda base, new, device: to_device(new, base.device)

@@ -33,11 +33,11 @@ def _cumsum_vjp(xp, g, ans, x, axis, include_initial):
     return xp.flip(xp.cumulative_sum(xp.flip(g, axis=axis), axis=axis), axis=axis)
 
 
-_cumulative_sum = primitive(
+cumulative_sum_p = primitive(
     "cumulative_sum", lambda xp, x, axis, include_initial: xp.cumulative_sum(x, axis=axis,
                                                                               include_initial=include_initial),
-    _cumsum_vjp,
-).defjvp(linear=True)
+    vjp=[_cumsum_vjp], linear=True,
+)
 
 
 def _others_product(xp, x):
@@ -88,10 +88,10 @@ def _cumprod_jvp(xp, t, ans, x, axis, include_initial):
     return out
 
 
-_cumulative_prod = primitive(
+cumulative_prod_p = primitive(
     "cumulative_prod", lambda xp, x, axis, include_initial: xp.cumulative_prod(x, axis=axis,
                                                                                 include_initial=include_initial),
-    _cumprod_vjp, jvps=[_cumprod_jvp],
+    vjp=[_cumprod_vjp], jvp=[_cumprod_jvp],
 )
 
 
@@ -117,7 +117,7 @@ def _prod_jvp(xp, t, ans, x, axis, keepdims):
     return xp.sum(_prod_vjp(xp, xp.ones_like(ans), ans, x, axis, keepdims) * t, axis=axis, keepdims=keepdims)
 
 
-_prod = primitive("prod", _prod_forward, _prod_vjp, jvps=[_prod_jvp])
+prod_p = primitive("prod", _prod_forward, vjp=[_prod_vjp], jvp=[_prod_jvp])
 
 
 def _in_dtype(x: Any, dtype: Any) -> Any:
@@ -135,7 +135,7 @@ def prod(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, dtype: A
     """The product over ``axis`` (None: all). Its gradient is the product of the other
     elements, exact where some are zero."""
     x = _in_dtype(x, dtype)
-    return _in_dtype(_prod(x, axis=normalize_axis(axis, x.ndim, "prod"), keepdims=keepdims), dtype)
+    return _in_dtype(prod_p(x, axis=normalize_axis(axis, x.ndim, "prod"), keepdims=keepdims), dtype)
 
 
 def _single_axis(x, axis, op: str) -> int:
@@ -150,7 +150,7 @@ def cumulative_sum(x: ArrayLike, /, *, axis: int | None = None, dtype: Any = Non
                    include_initial: bool = False) -> Tensor:
     """Running sums along ``axis`` (optional for 1-D input); ``include_initial`` starts with 0."""
     x = _in_dtype(x, dtype)
-    out = _cumulative_sum(x, axis=_single_axis(x, axis, "cumulative_sum"), include_initial=include_initial)
+    out = cumulative_sum_p(x, axis=_single_axis(x, axis, "cumulative_sum"), include_initial=include_initial)
     return _in_dtype(out, dtype)
 
 
@@ -159,7 +159,7 @@ def cumulative_prod(x: ArrayLike, /, *, axis: int | None = None, dtype: Any = No
     """Running products along ``axis``; ``include_initial`` starts with 1. The gradient is
     exact where elements are zero (it costs memory quadratic in the axis length)."""
     x = _in_dtype(x, dtype)
-    out = _cumulative_prod(x, axis=_single_axis(x, axis, "cumulative_prod"), include_initial=include_initial)
+    out = cumulative_prod_p(x, axis=_single_axis(x, axis, "cumulative_prod"), include_initial=include_initial)
     return _in_dtype(out, dtype)
 
 

@@ -67,26 +67,23 @@ def _off_diagonal_inverse(xp, w):
 # --------------------------------------------------------------------------- inv, solve, det
 
 
-_inv = primitive(
+inv_p = primitive(
     "inv", lambda xp, a: xp.linalg.inv(a),
-    lambda xp, g, ans, a: -_mT(xp, ans) @ g @ _mT(xp, ans),
-    jvps=[lambda xp, t, ans, a: -ans @ t @ ans],
+    vjp=[lambda xp, g, ans, a: -_mT(xp, ans) @ g @ _mT(xp, ans)],
+    jvp=[lambda xp, t, ans, a: -ans @ t @ ans],
 )
 
 
-def _solve_vjp_all(xp, g, ans, args, wanted, params):
-    a, b = args
-    vector = params["vector"]
+def _solve_vjp(xp, g, ans, wanted, a, b, vector):
+    # Both cotangents share the solve with a^T: one rule for all the arguments.
     gb = xp.linalg.solve(_mT(xp, a), _col(xp, g) if vector else g)
     x = _col(xp, ans) if vector else ans
     ga = -gb @ _mT(xp, x) if wanted[0] else None
     return [ga, (gb[..., 0] if vector else gb) if wanted[1] else None]
 
 
-def _solve_jvp_all(xp, tangents, ans, args, params):
-    a, b = args
+def _solve_jvp(xp, tangents, ans, a, b, vector):
     ta, tb = tangents
-    vector = params["vector"]
     x = _col(xp, ans) if vector else ans
     rhs = None
     if tb is not None:
@@ -97,20 +94,19 @@ def _solve_jvp_all(xp, tangents, ans, args, params):
     return out[..., 0] if vector else out
 
 
-_solve = primitive("solve", lambda xp, a, b, vector: xp.linalg.solve(a, b), vjp_all=_solve_vjp_all,
-                   jvp_all=_solve_jvp_all)
+solve_p = primitive("solve", lambda xp, a, b, vector: xp.linalg.solve(a, b), vjp=_solve_vjp, jvp=_solve_jvp)
 
 
 def _det_vjp(xp, g, ans, a):
     return xp.expand_dims(xp.expand_dims(g * ans, axis=-1), axis=-1) * _mT(xp, xp.linalg.inv(a))
 
 
-_det = primitive("det", lambda xp, a: xp.linalg.det(a), _det_vjp,
-                 jvps=[lambda xp, t, ans, a: ans * xp.sum(_diag(xp, xp.linalg.solve(a, t)), axis=-1)])
-_logabsdet = primitive(
+det_p = primitive("det", lambda xp, a: xp.linalg.det(a), vjp=[_det_vjp],
+                  jvp=[lambda xp, t, ans, a: ans * xp.sum(_diag(xp, xp.linalg.solve(a, t)), axis=-1)])
+logabsdet_p = primitive(
     "logabsdet", lambda xp, a: xp.linalg.slogdet(a)[1],
-    lambda xp, g, ans, a: xp.expand_dims(xp.expand_dims(g, axis=-1), axis=-1) * _mT(xp, xp.linalg.inv(a)),
-    jvps=[lambda xp, t, ans, a: xp.sum(_diag(xp, xp.linalg.solve(a, t)), axis=-1)],
+    vjp=[lambda xp, g, ans, a: xp.expand_dims(xp.expand_dims(g, axis=-1), axis=-1) * _mT(xp, xp.linalg.inv(a))],
+    jvp=[lambda xp, t, ans, a: xp.sum(_diag(xp, xp.linalg.solve(a, t)), axis=-1)],
 )
 
 
@@ -142,7 +138,8 @@ def _cholesky_jvp(xp, t, ans, a):
     return ans @ _phi(xp, m)
 
 
-_cholesky = primitive("cholesky", lambda xp, a: xp.linalg.cholesky(_sym(xp, a)), _cholesky_vjp, jvps=[_cholesky_jvp])
+cholesky_p = primitive("cholesky", lambda xp, a: xp.linalg.cholesky(_sym(xp, a)), vjp=[_cholesky_vjp],
+                       jvp=[_cholesky_jvp])
 
 
 # --------------------------------------------------------------------------- eigh
@@ -158,8 +155,8 @@ def _eigvalsh_jvp(xp, t, ans, a):
     return _diag(xp, _mT(xp, v) @ _sym(xp, t) @ v)
 
 
-_eigvalsh = primitive("eigvalsh", lambda xp, a: xp.linalg.eigvalsh(_sym(xp, a)), _eigvalsh_vjp,
-                      jvps=[_eigvalsh_jvp])
+eigvalsh_p = primitive("eigvalsh", lambda xp, a: xp.linalg.eigvalsh(_sym(xp, a)), vjp=[_eigvalsh_vjp],
+                       jvp=[_eigvalsh_jvp])
 
 
 def _eigvecs_vjp(xp, g, ans, a):
@@ -174,8 +171,8 @@ def _eigvecs_jvp(xp, t, ans, a):
     return ans @ (f * (_mT(xp, ans) @ _sym(xp, t) @ ans))
 
 
-_eigvecs = primitive("eigh_vectors", lambda xp, a: xp.linalg.eigh(_sym(xp, a))[1], _eigvecs_vjp,
-                     jvps=[_eigvecs_jvp])
+eigh_vectors_p = primitive("eigh_vectors", lambda xp, a: xp.linalg.eigh(_sym(xp, a))[1], vjp=[_eigvecs_vjp],
+                           jvp=[_eigvecs_jvp])
 
 
 # --------------------------------------------------------------------------- svd
@@ -200,7 +197,7 @@ def _svdvals_jvp(xp, t, ans, a):
     return _diag(xp, _mT(xp, u) @ t @ v)
 
 
-_svdvals = primitive("svdvals", lambda xp, a: xp.linalg.svdvals(a), _svdvals_vjp, jvps=[_svdvals_jvp])
+svdvals_p = primitive("svdvals", lambda xp, a: xp.linalg.svdvals(a), vjp=[_svdvals_vjp], jvp=[_svdvals_jvp])
 
 
 def _svd_u_vjp(xp, g, ans, a):
@@ -233,12 +230,12 @@ def _svd_du_dv(xp, t, a):
     return du, dv
 
 
-_svd_u = primitive("svd_u", lambda xp, a: xp.linalg.svd(a, full_matrices=False)[0], _svd_u_vjp,
-                   jvps=[lambda xp, t, ans, a: _svd_du_dv(xp, t, a)[0]])
-_svd_vh = primitive(
+svd_u_p = primitive("svd_u", lambda xp, a: xp.linalg.svd(a, full_matrices=False)[0], vjp=[_svd_u_vjp],
+                    jvp=[lambda xp, t, ans, a: _svd_du_dv(xp, t, a)[0]])
+svd_vh_p = primitive(
     "svd_vh", lambda xp, a: xp.linalg.svd(a, full_matrices=False)[2],
-    lambda xp, g, ans, a: _svd_v_vjp(xp, _mT(xp, g), a),
-    jvps=[lambda xp, t, ans, a: _mT(xp, _svd_du_dv(xp, t, a)[1])],
+    vjp=[lambda xp, g, ans, a: _svd_v_vjp(xp, _mT(xp, g), a)],
+    jvp=[lambda xp, t, ans, a: _mT(xp, _svd_du_dv(xp, t, a)[1])],
 )
 
 
@@ -282,10 +279,10 @@ def _qr_dq_dr(xp, t, a):
     return dq, dr
 
 
-_qr_q = primitive("qr_q", lambda xp, a: xp.linalg.qr(a)[0], _qr_q_vjp,
-                  jvps=[lambda xp, t, ans, a: _qr_dq_dr(xp, t, a)[0]])
-_qr_r = primitive("qr_r", lambda xp, a: xp.linalg.qr(a)[1], _qr_r_vjp,
-                  jvps=[lambda xp, t, ans, a: _qr_dq_dr(xp, t, a)[1]])
+qr_q_p = primitive("qr_q", lambda xp, a: xp.linalg.qr(a)[0], vjp=[_qr_q_vjp],
+                   jvp=[lambda xp, t, ans, a: _qr_dq_dr(xp, t, a)[0]])
+qr_r_p = primitive("qr_r", lambda xp, a: xp.linalg.qr(a)[1], vjp=[_qr_r_vjp],
+                   jvp=[lambda xp, t, ans, a: _qr_dq_dr(xp, t, a)[1]])
 
 
 # --------------------------------------------------------------------------- public functions
@@ -321,20 +318,20 @@ def _square(x: ArrayLike, op: str) -> None:
 def inv(x: ArrayLike, /) -> Tensor:
     """The inverse of each square matrix."""
     _square(x, "inv")
-    return _inv(x)
+    return inv_p(x)
 
 
 def solve(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
     """X with x1 @ X = x2, for square x1 (x2 a matrix (..., M, K) or a vector (M,))."""
     _square(x1, "solve")
     vector = len(x2.shape) == 1
-    return _solve(x1, x2, vector=vector)
+    return solve_p(x1, x2, vector=vector)
 
 
 def det(x: ArrayLike, /) -> Tensor:
     """The determinant of each square matrix."""
     _square(x, "det")
-    return _det(x)
+    return det_p(x)
 
 
 def slogdet(x: ArrayLike, /) -> SlogdetResult:
@@ -342,7 +339,7 @@ def slogdet(x: ArrayLike, /) -> SlogdetResult:
     _square(x, "slogdet")
     raw = x._data if isinstance(x, Tensor) else x
     xp = backend.namespace_of((raw,), "slogdet")
-    return SlogdetResult(Tensor(xp.linalg.slogdet(raw)[0]), _logabsdet(x))
+    return SlogdetResult(Tensor(xp.linalg.slogdet(raw)[0]), logabsdet_p(x))
 
 
 def cholesky(x: ArrayLike, /, *, upper: bool = False) -> Tensor:
@@ -351,7 +348,7 @@ def cholesky(x: ArrayLike, /, *, upper: bool = False) -> Tensor:
     from .linalg import matrix_transpose
 
     _square(x, "cholesky")
-    low = _cholesky(x)
+    low = cholesky_p(x)
     return matrix_transpose(low) if upper else low
 
 
@@ -376,13 +373,13 @@ def eigh(x: ArrayLike, /) -> EighResult:
         xp, raw = plain
         w, v = xp.linalg.eigh(_sym(xp, raw))  # (the same function as the differentiable path)
         return EighResult(Tensor(w), Tensor(v))
-    return EighResult(_eigvalsh(x), _eigvecs(x))
+    return EighResult(eigvalsh_p(x), eigh_vectors_p(x))
 
 
 def eigvalsh(x: ArrayLike, /) -> Tensor:
     """The eigenvalues (ascending) of each symmetric matrix."""
     _square(x, "eigvalsh")
-    return _eigvalsh(x)
+    return eigvalsh_p(x)
 
 
 def svd(x: ArrayLike, /, *, full_matrices: bool = True) -> SVDResult:
@@ -402,12 +399,12 @@ def svd(x: ArrayLike, /, *, full_matrices: bool = True) -> SVDResult:
         xp, raw = plain
         u, s, vh = xp.linalg.svd(raw, full_matrices=full_matrices)
         return SVDResult(Tensor(u), Tensor(s), Tensor(vh))
-    return SVDResult(_svd_u(x), _svdvals(x), _svd_vh(x))
+    return SVDResult(svd_u_p(x), svdvals_p(x), svd_vh_p(x))
 
 
 def svdvals(x: ArrayLike, /) -> Tensor:
     """The singular values, descending."""
-    return _svdvals(x)
+    return svdvals_p(x)
 
 
 def qr(x: ArrayLike, /, *, mode: str = "reduced") -> QRResult:
@@ -425,4 +422,4 @@ def qr(x: ArrayLike, /, *, mode: str = "reduced") -> QRResult:
         xp, raw = plain
         q, r = xp.linalg.qr(raw, mode=mode)
         return QRResult(Tensor(q), Tensor(r))
-    return QRResult(_qr_q(x), _qr_r(x))
+    return QRResult(qr_q_p(x), qr_r_p(x))

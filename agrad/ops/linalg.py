@@ -42,14 +42,14 @@ def _matmul_vjp_y(xp, g, ans, x, y):
     return _rows_product(xp, x, g)
 
 
-_matmul = primitive("matmul", lambda xp, x, y: xp.matmul(x, y), _matmul_vjp_x, _matmul_vjp_y,
-                    jvps=[lambda xp, t, ans, x, y: xp.matmul(t, y), lambda xp, t, ans, x, y: xp.matmul(x, t)])
+matmul_p = primitive("matmul", lambda xp, x, y: xp.matmul(x, y), vjp=[_matmul_vjp_x, _matmul_vjp_y],
+                     jvp=[lambda xp, t, ans, x, y: xp.matmul(t, y), lambda xp, t, ans, x, y: xp.matmul(x, t)])
 
 
 def matmul(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
     """Matrix product with the array API's rules for 1-D and batched (broadcast) operands."""
     _check_matmul(x1, x2)
-    return _matmul(x1, x2)
+    return matmul_p(x1, x2)
 
 
 def _check_matmul(x1, x2):
@@ -65,18 +65,18 @@ def _check_matmul(x1, x2):
         )
 
 
-_matrix_transpose = primitive(
+matrix_transpose_p = primitive(
     "matrix_transpose", lambda xp, x: xp.matrix_transpose(x),
-    lambda xp, g, ans, x: xp.matrix_transpose(g),
+    vjp=[lambda xp, g, ans, x: xp.matrix_transpose(g)], linear=True,
     view=lambda base, new: matrix_transpose(new),  # (a view of x: see agrad.inplace)
-).defjvp(linear=True)
+)
 
 
 def matrix_transpose(x: ArrayLike, /) -> Tensor:
     """Swap the last two axes."""
     if len(getattr(x, "shape", ())) < 2:
         raise ValueError(f"agrad.matrix_transpose: needs at least 2-D input, got shape {tuple(x.shape)}")
-    return _matrix_transpose(x)
+    return matrix_transpose_p(x)
 
 
 def _tensordot_axes(axes, nx: int, ny: int):
@@ -115,12 +115,12 @@ def _tensordot_vjp_y(xp, g, ans, x, y, axes):
     return xp.permute_dims(gy, _argsort(order))
 
 
-_tensordot = primitive(
+tensordot_p = primitive(
     # (tuples: CuPy compares the axes with ((), ()) to accept 0-d inputs)
     "tensordot", lambda xp, x, y, axes: xp.tensordot(x, y, axes=(tuple(axes[0]), tuple(axes[1]))),
-    _tensordot_vjp_x, _tensordot_vjp_y,
-    jvps=[lambda xp, t, ans, x, y, axes: _tensordot(t, y, axes=axes),
-          lambda xp, t, ans, x, y, axes: _tensordot(x, t, axes=axes)],
+    vjp=[_tensordot_vjp_x, _tensordot_vjp_y],
+    jvp=[lambda xp, t, ans, x, y, axes: tensordot_p(t, y, axes=axes),
+         lambda xp, t, ans, x, y, axes: tensordot_p(x, t, axes=axes)],
 )
 
 
@@ -131,7 +131,7 @@ def tensordot(x1: ArrayLike, x2: ArrayLike, /, *, axes: int | tuple = 2) -> Tens
         if x1.shape[a] != x2.shape[b]:
             raise ValueError(f"agrad.tensordot: axis {a} of shape {tuple(x1.shape)} does not match axis {b} "
                              f"of shape {tuple(x2.shape)}")
-    return _tensordot(x1, x2, axes=(ax, ay))
+    return tensordot_p(x1, x2, axes=(ax, ay))
 
 
 def _linear_forward(xp, x, w, b=None):
@@ -149,14 +149,14 @@ def _as_rows(xp, a):
     return a if a.ndim == 2 else xp.reshape(a, (-1, a.shape[-1]))
 
 
-_linear = primitive(
+linear_p = primitive(
     "linear", _linear_forward,
-    lambda xp, g, ans, x, w, b=None: xp.matmul(g, xp.matrix_transpose(w)),
-    lambda xp, g, ans, x, w, b=None: _rows_product(xp, _as_rows(xp, x), _as_rows(xp, g)),
-    lambda xp, g, ans, x, w, b=None: xp.sum(g, axis=tuple(range(g.ndim - 1))) if g.ndim > 1 else g,
-    jvps=[lambda xp, t, ans, x, w, b=None: xp.matmul(t, w),
-          lambda xp, t, ans, x, w, b=None: xp.matmul(x, t),
-          lambda xp, t, ans, x, w, b=None: t],
+    vjp=[lambda xp, g, ans, x, w, b=None: xp.matmul(g, xp.matrix_transpose(w)),
+         lambda xp, g, ans, x, w, b=None: _rows_product(xp, _as_rows(xp, x), _as_rows(xp, g)),
+         lambda xp, g, ans, x, w, b=None: xp.sum(g, axis=tuple(range(g.ndim - 1))) if g.ndim > 1 else g],
+    jvp=[lambda xp, t, ans, x, w, b=None: xp.matmul(t, w),
+         lambda xp, t, ans, x, w, b=None: xp.matmul(x, t),
+         lambda xp, t, ans, x, w, b=None: t],
 )
 
 
@@ -170,11 +170,11 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> Te
         raise ValueError(f"agrad.linear: x of shape {tuple(xs)} and weight of shape {tuple(ws)} do not align: x's "
                          f"last axis must equal weight's first (weight is (in_features, out_features))")
     if bias is None:
-        return _linear(x, weight)
+        return linear_p(x, weight)
     bs = getattr(bias, "shape", ())
     if len(bs) != 1 or bs[0] != ws[1]:
         raise ValueError(f"agrad.linear: bias has shape {tuple(bs)}, expected ({ws[1]},)")
-    return _linear(x, weight, bias)
+    return linear_p(x, weight, bias)
 
 
 def vecdot(x1: ArrayLike, x2: ArrayLike, /, *, axis: int = -1) -> Tensor:
@@ -235,9 +235,9 @@ def _two_norm_jvp(xp, t, ans, x, axis, keepdims):
     return xp.sum(t * x / xp.where(norm == 0.0, 1.0, norm), axis=axis, keepdims=keepdims)
 
 
-_two_norm = primitive(
+vector_norm_2_p = primitive(
     "vector_norm_2", lambda xp, x, axis, keepdims: xp.linalg.vector_norm(x, axis=axis, keepdims=keepdims),
-    _two_norm_vjp, jvps=[_two_norm_jvp],
+    vjp=[_two_norm_vjp], jvp=[_two_norm_jvp],
 )
 
 
@@ -253,7 +253,7 @@ def vector_norm(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, k
 
     axes = R.normalize_axis(axis, x.ndim, "vector_norm")
     if ord == 2:
-        return _two_norm(x, axis=axes, keepdims=keepdims)
+        return vector_norm_2_p(x, axis=axes, keepdims=keepdims)
     if ord == math.inf:
         return R.max(abs(x), axis=axes, keepdims=keepdims)
     if ord == -math.inf:

@@ -43,19 +43,17 @@ def _count(shape, axes) -> int:
 
 # Reductions receive ``axis`` already normalised to a tuple by the public wrappers.
 
-_sum = primitive(
+sum_p = primitive(
     "sum", lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims),
-    lambda xp, g, ans, x, axis, keepdims: xp.broadcast_to(_expand(xp, g, x, axis, keepdims), tuple(x.shape)),
+    vjp=[lambda xp, g, ans, x, axis, keepdims: xp.broadcast_to(_expand(xp, g, x, axis, keepdims), tuple(x.shape))],
+    linear=True,
 )
-_sum.defjvp(linear=True)
-_mean = primitive(
+mean_p = primitive(
     "mean", lambda xp, x, axis, keepdims: xp.mean(x, axis=axis, keepdims=keepdims),
-    lambda xp, g, ans, x, axis, keepdims: xp.broadcast_to(
-        _expand(xp, g, x, axis, keepdims) / _count(tuple(x.shape), axis), tuple(x.shape)),
+    vjp=[lambda xp, g, ans, x, axis, keepdims: xp.broadcast_to(
+        _expand(xp, g, x, axis, keepdims) / _count(tuple(x.shape), axis), tuple(x.shape))],
+    linear=True,
 )
-
-
-_mean.defjvp(linear=True)
 
 
 def _var_scale(x, axis, correction) -> float:
@@ -70,15 +68,15 @@ def _var_vjp(xp, g, ans, x, axis, keepdims, correction):
     return _expand(xp, g, x, axis, keepdims) * centred * _var_scale(x, axis, correction)
 
 
-_var = primitive(
+def _var_jvp(xp, t, ans, x, axis, keepdims, correction):
+    centred = x - xp.mean(x, axis=axis, keepdims=True)
+    return xp.sum(centred * t, axis=axis, keepdims=keepdims) * _var_scale(x, axis, correction)
+
+
+var_p = primitive(
     "var", lambda xp, x, axis, keepdims, correction: xp.var(x, axis=axis, keepdims=keepdims, correction=correction),
-    _var_vjp,
+    vjp=[_var_vjp], jvp=[_var_jvp],
 )
-
-
-_var.defjvp(lambda xp, t, ans, x, axis, keepdims, correction: xp.sum(
-    (x - xp.mean(x, axis=axis, keepdims=True)) * t, axis=axis, keepdims=keepdims)
-    * _var_scale(x, axis, correction))
 
 
 def _extremum_rules(name):
@@ -102,10 +100,10 @@ def _extremum_rules(name):
 
 _max_vjp, _max_jvp = _extremum_rules("max")
 _min_vjp, _min_jvp = _extremum_rules("min")
-_max = primitive("max", lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims), _max_vjp,
-                 jvps=[_max_jvp], saves=[(0,)])
-_min = primitive("min", lambda xp, x, axis, keepdims: xp.min(x, axis=axis, keepdims=keepdims), _min_vjp,
-                 jvps=[_min_jvp], saves=[(0,)])
+max_p = primitive("max", lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims), vjp=[_max_vjp],
+                  jvp=[_max_jvp], saves=[(0,)])
+min_p = primitive("min", lambda xp, x, axis, keepdims: xp.min(x, axis=axis, keepdims=keepdims), vjp=[_min_vjp],
+                  jvp=[_min_jvp], saves=[(0,)])
 
 
 def _empty_along(x, axis) -> bool:
@@ -121,11 +119,11 @@ def _logsumexp(xp, x, axis, keepdims):
     return out if keepdims else xp.reshape(out, tuple(s for i, s in enumerate(out.shape) if i not in axis))
 
 
-_logsumexp_p = primitive(
+logsumexp_p = primitive(
     "logsumexp", _logsumexp,
-    lambda xp, g, ans, x, axis, keepdims: _expand(xp, g, x, axis, keepdims)
-    * xp.exp(x - _expand(xp, ans, x, axis, keepdims)),
-    jvps=[lambda xp, t, ans, x, axis, keepdims: xp.sum(
+    vjp=[lambda xp, g, ans, x, axis, keepdims: _expand(xp, g, x, axis, keepdims)
+         * xp.exp(x - _expand(xp, ans, x, axis, keepdims))],
+    jvp=[lambda xp, t, ans, x, axis, keepdims: xp.sum(
         t * xp.exp(x - _expand(xp, ans, x, axis, keepdims)), axis=axis, keepdims=keepdims)],
 )
 
@@ -137,10 +135,10 @@ def _softmax(xp, x, axis):
     return e / xp.sum(e, axis=axis, keepdims=True)
 
 
-_softmax_p = primitive(
+softmax_p = primitive(
     "softmax", _softmax,
-    lambda xp, g, ans, x, axis: ans * (g - xp.sum(g * ans, axis=axis, keepdims=True)),
-    jvps=[lambda xp, t, ans, x, axis: ans * (t - xp.sum(ans * t, axis=axis, keepdims=True))],
+    vjp=[lambda xp, g, ans, x, axis: ans * (g - xp.sum(g * ans, axis=axis, keepdims=True))],
+    jvp=[lambda xp, t, ans, x, axis: ans * (t - xp.sum(ans * t, axis=axis, keepdims=True))],
 )
 
 
@@ -151,10 +149,10 @@ def _log_softmax(xp, x, axis):
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
 
-_log_softmax_p = primitive(
+log_softmax_p = primitive(
     "log_softmax", _log_softmax,
-    lambda xp, g, ans, x, axis: g - xp.exp(ans) * xp.sum(g, axis=axis, keepdims=True),
-    jvps=[lambda xp, t, ans, x, axis: t - xp.sum(xp.exp(ans) * t, axis=axis, keepdims=True)],
+    vjp=[lambda xp, g, ans, x, axis: g - xp.exp(ans) * xp.sum(g, axis=axis, keepdims=True)],
+    jvp=[lambda xp, t, ans, x, axis: t - xp.sum(xp.exp(ans) * t, axis=axis, keepdims=True)],
 )
 
 
@@ -169,7 +167,7 @@ def sum(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, dtype: An
         from .conversions import astype
 
         x = astype(x, dtype)
-    out = _sum(x, axis=normalize_axis(axis, _ndim(x), "sum"), keepdims=keepdims)
+    out = sum_p(x, axis=normalize_axis(axis, _ndim(x), "sum"), keepdims=keepdims)
     if dtype is not None and out.dtype != dtype:  # (NumPy accumulates small integers in 64 bits)
         from .conversions import astype
 
@@ -179,37 +177,37 @@ def sum(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, dtype: An
 
 def mean(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
     """Arithmetic mean over ``axis``."""
-    return _mean(x, axis=normalize_axis(axis, _ndim(x), "mean"), keepdims=keepdims)
+    return mean_p(x, axis=normalize_axis(axis, _ndim(x), "mean"), keepdims=keepdims)
 
 
 def var(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, correction: float = 0.0,
         keepdims: bool = False) -> Tensor:
     """Variance over ``axis`` with ``correction`` degrees of freedom (0: population). With
     no degrees of freedom left the value and gradient are nan/inf, as in NumPy."""
-    return _var(x, axis=normalize_axis(axis, _ndim(x), "var"), keepdims=keepdims, correction=correction)
+    return var_p(x, axis=normalize_axis(axis, _ndim(x), "var"), keepdims=keepdims, correction=correction)
 
 
 def max(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
     """Maximum over ``axis``. Tied maxima share the gradient equally."""
-    return _max(x, axis=normalize_axis(axis, _ndim(x), "max"), keepdims=keepdims)
+    return max_p(x, axis=normalize_axis(axis, _ndim(x), "max"), keepdims=keepdims)
 
 
 def min(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
     """Minimum over ``axis``. Tied minima share the gradient equally."""
-    return _min(x, axis=normalize_axis(axis, _ndim(x), "min"), keepdims=keepdims)
+    return min_p(x, axis=normalize_axis(axis, _ndim(x), "min"), keepdims=keepdims)
 
 
 def logsumexp(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
     """log(sum(exp(x))) over ``axis``, computed stably (finite for inputs of +-1e4; -inf
     over an empty axis)."""
-    return _logsumexp_p(x, axis=normalize_axis(axis, _ndim(x), "logsumexp"), keepdims=keepdims)
+    return logsumexp_p(x, axis=normalize_axis(axis, _ndim(x), "logsumexp"), keepdims=keepdims)
 
 
 def softmax(x: ArrayLike, /, axis: int = -1) -> Tensor:
     """exp(x) / sum(exp(x)) along ``axis``, computed stably."""
-    return _softmax_p(x, axis=normalize_axis(axis, _ndim(x), "softmax"))
+    return softmax_p(x, axis=normalize_axis(axis, _ndim(x), "softmax"))
 
 
 def log_softmax(x: ArrayLike, /, axis: int = -1) -> Tensor:
     """x - logsumexp(x) along ``axis``, computed stably."""
-    return _log_softmax_p(x, axis=normalize_axis(axis, _ndim(x), "log_softmax"))
+    return log_softmax_p(x, axis=normalize_axis(axis, _ndim(x), "log_softmax"))

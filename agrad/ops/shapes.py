@@ -8,13 +8,20 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .. import backend, dtypes
-from ..tape import Primitive, primitive, read_only_view
+from ..tape import primitive, read_only_view
 from ..tensor import ArrayLike, Tensor
 from .reductions import normalize_axis
 
-_reshape = primitive(
+# Every op here is linear in its array arguments, so the output's tangent is the op applied
+# to the input tangents (and the VJPs read no values). Ops whose result may be a view of
+# their input (NumPy, CuPy and array-api-strict return views for these where the layout
+# allows) give their input with the viewed part replaced (``view``), so that an in-place
+# update of the view reaches its base (agrad.inplace).
+
+reshape_p = primitive(
     "reshape", lambda xp, x, shape: xp.reshape(x, shape),
-    lambda xp, g, ans, x, shape: xp.reshape(g, tuple(x.shape)),
+    vjp=[lambda xp, g, ans, x, shape: xp.reshape(g, tuple(x.shape))], linear=True,
+    view=lambda base, new, shape: reshape(new, tuple(base.shape)),
 )
 
 
@@ -34,12 +41,17 @@ def reshape(x: ArrayLike, /, shape: int | tuple[int, ...], *, copy: bool | None 
     if (-1 in shape and (known == 0 or size % known)) or (-1 not in shape and known != size):
         raise ValueError(f"agrad.reshape: cannot reshape an array of shape {tuple(x.shape)} ({size} elements) "
                          f"into shape {shape}")
-    return _reshape(x, shape=shape)
+    return reshape_p(x, shape=shape)
 
 
-_permute_dims = primitive(
+def _inverse_permutation(axes: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(sorted(range(len(axes)), key=axes.__getitem__))
+
+
+permute_dims_p = primitive(
     "permute_dims", lambda xp, x, axes: xp.permute_dims(x, axes),
-    lambda xp, g, ans, x, axes: xp.permute_dims(g, tuple(sorted(range(len(axes)), key=axes.__getitem__))),
+    vjp=[lambda xp, g, ans, x, axes: xp.permute_dims(g, _inverse_permutation(axes))], linear=True,
+    view=lambda base, new, axes: permute_dims(new, _inverse_permutation(axes)),
 )
 
 
@@ -49,12 +61,13 @@ def permute_dims(x: ArrayLike, /, axes: tuple[int, ...]) -> Tensor:
     if sorted(axes) != list(range(x.ndim)):
         raise ValueError(f"agrad.permute_dims: {axes} is not a permutation of the {x.ndim} axes of shape "
                          f"{tuple(x.shape)}")
-    return _permute_dims(x, axes=axes)
+    return permute_dims_p(x, axes=axes)
 
 
-_expand_dims = primitive(
+expand_dims_p = primitive(
     "expand_dims", lambda xp, x, axis: xp.expand_dims(x, axis=axis),
-    lambda xp, g, ans, x, axis: xp.reshape(g, tuple(x.shape)),
+    vjp=[lambda xp, g, ans, x, axis: xp.reshape(g, tuple(x.shape))], linear=True,
+    view=lambda base, new, axis: reshape(new, tuple(base.shape)),
 )
 
 
@@ -62,12 +75,13 @@ def expand_dims(x: ArrayLike, /, axis: int = 0) -> Tensor:
     """Insert an axis of length 1 at ``axis``."""
     if not -x.ndim - 1 <= axis <= x.ndim:  # (an IndexError, as the standard says)
         raise IndexError(f"agrad.expand_dims: axis {axis} is out of range for shape {tuple(x.shape)}")
-    return _expand_dims(x, axis=axis)
+    return expand_dims_p(x, axis=axis)
 
 
-_squeeze = primitive(
+squeeze_p = primitive(
     "squeeze", lambda xp, x, axis: xp.squeeze(x, axis=axis),
-    lambda xp, g, ans, x, axis: xp.reshape(g, tuple(x.shape)),
+    vjp=[lambda xp, g, ans, x, axis: xp.reshape(g, tuple(x.shape))], linear=True,
+    view=lambda base, new, axis: reshape(new, tuple(base.shape)),
 )
 
 
@@ -77,12 +91,13 @@ def squeeze(x: ArrayLike, /, axis: int | tuple[int, ...]) -> Tensor:
     for a in axes:
         if x.shape[a] != 1:
             raise ValueError(f"agrad.squeeze: axis {a} of shape {tuple(x.shape)} has length {x.shape[a]}, not 1")
-    return _squeeze(x, axis=axes)
+    return squeeze_p(x, axis=axes)
 
 
-_broadcast_to = primitive(
+broadcast_to_p = primitive(
     "broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape),
-    lambda xp, g, ans, x, shape: g,  # the engine sums g back to x's shape
+    vjp=[lambda xp, g, ans, x, shape: g], linear=True,  # the engine sums g back to x's shape
+    view=read_only_view,
 )
 
 
@@ -93,19 +108,20 @@ def broadcast_to(x: ArrayLike, /, shape: tuple[int, ...]) -> Tensor:
     ok = len(shape) >= len(xs) and all(a in (1, b) for a, b in zip(xs[::-1], shape[::-1]))
     if not ok:
         raise ValueError(f"agrad.broadcast_to: cannot broadcast shape {xs} to {shape}")
-    return _broadcast_to(x, shape=shape)
+    return broadcast_to_p(x, shape=shape)
 
 
-def _concat_vjp(i, xp, g, ans, *arrays, axis):
-    start = 0
-    for a in arrays[:i]:
-        start += a.shape[axis]
-    stop = start + arrays[i].shape[axis]
-    key = (slice(None),) * axis + (slice(start, stop),) + (Ellipsis,)
-    return g[key]
+def _concat_vjp(xp, g, ans, wanted, *arrays, axis):
+    # Any number of arguments: each wanted one gets its slice of g.
+    grads, start = [], 0
+    for a, w in zip(arrays, wanted):
+        stop = start + a.shape[axis]
+        grads.append(g[(slice(None),) * axis + (slice(start, stop),) + (Ellipsis,)] if w else None)
+        start = stop
+    return grads
 
 
-concat_p = Primitive("concat", lambda xp, *arrays, axis: xp.concat(arrays, axis=axis), vjp_variadic=_concat_vjp)
+concat_p = primitive("concat", lambda xp, *arrays, axis: xp.concat(arrays, axis=axis), vjp=_concat_vjp, linear=True)
 
 
 def concat(arrays: Sequence[ArrayLike], /, *, axis: int | None = 0) -> Tensor:
@@ -125,11 +141,11 @@ def concat(arrays: Sequence[ArrayLike], /, *, axis: int | None = 0) -> Tensor:
     return concat_p(*arrays, axis=axis)
 
 
-def _stack_vjp(i, xp, g, ans, *arrays, axis):
-    return g[(slice(None),) * axis + (i,) + (Ellipsis,)]
+def _stack_vjp(xp, g, ans, wanted, *arrays, axis):
+    return [g[(slice(None),) * axis + (i,) + (Ellipsis,)] if w else None for i, w in enumerate(wanted)]
 
 
-stack_p = Primitive("stack", lambda xp, *arrays, axis: xp.stack(arrays, axis=axis), vjp_variadic=_stack_vjp)
+stack_p = primitive("stack", lambda xp, *arrays, axis: xp.stack(arrays, axis=axis), vjp=_stack_vjp, linear=True)
 
 
 def stack(arrays: Sequence[ArrayLike], /, *, axis: int = 0) -> Tensor:
@@ -146,20 +162,21 @@ def stack(arrays: Sequence[ArrayLike], /, *, axis: int = 0) -> Tensor:
 
 # --------------------------------------------------------------------------- indexing
 
-_getitem = primitive(
+getitem_p = primitive(
     "getitem", lambda xp, x, key: xp.getitem(x, key),
-    lambda xp, g, ans, x, key: xp.scatter_add(g, tuple(x.shape), key),
+    vjp=[lambda xp, g, ans, x, key: xp.scatter_add(g, tuple(x.shape), key)], linear=True,
+    view=lambda base, new, key: assign(base, key, new),
 )
-_scatter_add = primitive(
+scatter_add_p = primitive(
     "scatter_add", lambda xp, g, shape, key: xp.scatter_add(g, shape, key),
-    lambda xp, gg, ans, g, shape, key: xp.getitem(gg, key),
+    vjp=[lambda xp, gg, ans, g, shape, key: xp.getitem(gg, key)], linear=True,
 )
 
 
-_index_update = primitive(
+index_update_p = primitive(
     "index_update", lambda xp, x, value, key: xp.index_update(x, value, key),
-    lambda xp, g, ans, x, value, key: xp.index_update(g, 0.0, key),
-    lambda xp, g, ans, x, value, key: xp.getitem(g, key),
+    vjp=[lambda xp, g, ans, x, value, key: xp.index_update(g, 0.0, key),
+         lambda xp, g, ans, x, value, key: xp.getitem(g, key)], linear=True,
 )
 
 
@@ -167,7 +184,7 @@ def index_update(x: ArrayLike, value: ArrayLike, key: tuple) -> Tensor:
     """A copy of ``x`` with ``x[key] = value``, for a key that writes every element at most
     once and a ``value`` of exactly the shape ``x[key]`` has: the primitive behind
     :func:`assign` (which accepts every key and broadcasts)."""
-    return _index_update(x, value, key=key)
+    return index_update_p(x, value, key=key)
 
 
 def assign(x: ArrayLike, key: Any, value: ArrayLike) -> Tensor:
@@ -261,7 +278,7 @@ def _arange_beside(xp: Any, n: int, like: Any) -> Any:
 
 def scatter_add(g: ArrayLike, shape: tuple[int, ...], key: Any) -> Tensor:
     """zeros(shape) with ``g`` added at ``key``; repeated indices are summed, not dropped."""
-    return _scatter_add(g, shape=tuple(shape), key=_normalize_key(g, key, len(shape)))
+    return scatter_add_p(g, shape=tuple(shape), key=_normalize_key(g, key, len(shape)))
 
 
 def _normalize_key(x, key, ndim: int) -> tuple:
@@ -308,7 +325,7 @@ def getitem(x: ArrayLike, key: Any) -> Tensor:
         xp = backend.namespace_of((raw_key,), "getitem")
         keep = xp.reshape(xp.nonzero(xp.reshape(raw_key, (1,)))[0], (-1,))
         return take(expand_dims(x, axis=0), keep, axis=0)
-    return _getitem(x, key=_normalize_key(x, key, x.ndim))
+    return getitem_p(x, key=_normalize_key(x, key, x.ndim))
 
 
 def take(x: ArrayLike, indices: ArrayLike, /, *, axis: int | None = None) -> Tensor:
@@ -321,20 +338,23 @@ def take(x: ArrayLike, indices: ArrayLike, /, *, axis: int | None = None) -> Ten
     return getitem(x, (slice(None),) * axis + (indices,) + (Ellipsis,))
 
 
-_flip = primitive(
+flip_p = primitive(
     "flip", lambda xp, x, axis: xp.flip(x, axis=axis),
-    lambda xp, g, ans, x, axis: xp.flip(g, axis=axis),
-)
-_roll = primitive(
-    "roll", lambda xp, x, shift, axis: xp.roll(x, shift, axis=axis),
-    lambda xp, g, ans, x, shift, axis: xp.roll(g, tuple(-s for s in shift) if isinstance(shift, tuple) else -shift,
-                                               axis=axis),
+    vjp=[lambda xp, g, ans, x, axis: xp.flip(g, axis=axis)], linear=True,
+    view=lambda base, new, axis: flip(new, axis=axis),
 )
 
 
 def flip(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None) -> Tensor:
     """Reverse the order of elements along ``axis`` (None: every axis)."""
-    return _flip(x, axis=normalize_axis(axis, x.ndim, "flip"))
+    return flip_p(x, axis=normalize_axis(axis, x.ndim, "flip"))
+
+
+roll_p = primitive(
+    "roll", lambda xp, x, shift, axis: xp.roll(x, shift, axis=axis),
+    vjp=[lambda xp, g, ans, x, shift, axis: xp.roll(g, tuple(-s for s in shift) if isinstance(shift, tuple)
+                                                    else -shift, axis=axis)], linear=True,
+)
 
 
 def roll(x: ArrayLike, /, shift: int | tuple[int, ...], *, axis: int | tuple[int, ...] | None = None) -> Tensor:
@@ -343,7 +363,7 @@ def roll(x: ArrayLike, /, shift: int | tuple[int, ...], *, axis: int | tuple[int
         shift = tuple(shift)
     if axis is not None:
         axis = normalize_axis(axis, x.ndim, "roll") if not isinstance(axis, int) else axis % x.ndim
-    return _roll(x, shift=shift, axis=axis)
+    return roll_p(x, shift=shift, axis=axis)
 
 
 def moveaxis(x: ArrayLike, source: int | tuple[int, ...], destination: int | tuple[int, ...], /) -> Tensor:
@@ -441,23 +461,5 @@ def take_along_axis(x: ArrayLike, indices: ArrayLike, /, *, axis: int = -1) -> T
         else:
             shape = tuple(x.shape[a] if b == a else 1 for b in range(x.ndim))
             key.append(xp.reshape(xp.arange(x.shape[a], device=idx.device), shape))
-    return _getitem(x, key=tuple(key))
+    return getitem_p(x, key=tuple(key))
 
-
-# Forward mode: every op here is linear in its array arguments, so the output tangent
-# is the op applied to the input tangents (and the VJPs read no values).
-for _prim in (_reshape, _permute_dims, _expand_dims, _squeeze, _broadcast_to, concat_p, stack_p, _getitem,
-              _scatter_add, _index_update, _flip, _roll):
-    _prim.defjvp(linear=True)
-
-# Ops whose result may be a view of their input (NumPy, CuPy and array-api-strict return
-# views for these where the layout allows): each gives its input with the viewed part
-# replaced, so that an in-place update of the view reaches its base (agrad.inplace).
-_reshape.view = lambda base, new, shape: reshape(new, tuple(base.shape))
-_permute_dims.view = lambda base, new, axes: permute_dims(new, tuple(sorted(range(len(axes)),
-                                                                            key=axes.__getitem__)))
-_expand_dims.view = lambda base, new, axis: reshape(new, tuple(base.shape))
-_squeeze.view = lambda base, new, axis: reshape(new, tuple(base.shape))
-_getitem.view = lambda base, new, key: assign(base, key, new)
-_flip.view = lambda base, new, axis: flip(new, axis=axis)
-_broadcast_to.view = read_only_view
