@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import array_api_compat
 import numpy as np
 
-from . import dtypes
+from .. import dtypes
 
 __all__ = [
     "ArrayNamespace",
