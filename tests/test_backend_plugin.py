@@ -117,3 +117,24 @@ def test_registering_and_unregistering():
     assert B.namespace_of((strict_array,)).name == "array_api_strict"  # its arrays given back
     with pytest.raises(agrad.BackendError, match="unknown backend 'plugin_strict'"):
         agrad.set_backend("plugin_strict")
+
+
+def test_only_the_backend_package_imports_array_libraries_or_names_backends():
+    """The layout the registry relies on: array libraries are imported in agrad/backend/
+    only, and code elsewhere reads a backend's capabilities, never compares its name."""
+    import ast
+    import pathlib
+    import re
+
+    root = pathlib.Path(agrad.__file__).parent
+    libraries = {"numpy", "cupy", "cupyx", "array_api_compat", "array_api_strict"}
+    compared = re.compile(r"""(==|!=|\bin)\s*\(?\s*["'](numpy|cupy|array_api_strict)["']""")
+    for path in root.rglob("*.py"):
+        if path.parent.name == "backend":
+            continue
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            assert not {n.split(".")[0] for n in names} & libraries, f"{path.name} imports {names}"
+        assert not compared.search(source), f"{path.name} compares a backend's name"

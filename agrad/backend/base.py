@@ -71,8 +71,8 @@ class Backend:
     :meth:`build_namespace` and :meth:`owns`, and override what your library does
     differently from the defaults (which follow the array API standard).
 
-    Capabilities (class attributes) are what the rest of agrad branches on, never the
-    backend's name:
+    Capabilities (the class attributes below) are what the rest of agrad branches on,
+    never the backend's name. Register an instance with ``agrad.backend.register_backend``.
     """
 
     name: ClassVar[str] = ""
