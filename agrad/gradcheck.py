@@ -156,7 +156,7 @@ def _host_eval(scalar: Callable, host: list[Any], places: list[tuple[str, Any] |
     """``scalar`` at the (perturbed) host copies, each moved back to its input's backend and device."""
     xs = [Tensor(backend.from_numpy(h, backend=p[0], device=p[1])) if p is not None else h
           for h, p in zip(host, places)]
-    name = next((p[0] for p in places if p is not None), "numpy")
+    name = next((p[0] for p in places if p is not None), backend.host_namespace().name)
     with backend.use_backend(name), tape.no_grad():
         return float(scalar(*xs).numpy())
 

@@ -227,7 +227,7 @@ def _setitem_in_place(t: Tensor, key: Any, raw: Any) -> None:
         key = key._data
     elif isinstance(key, tuple):
         key = tuple(k._data if isinstance(k, Tensor) else k for k in key)
-    if backend.namespace_of((t._data,), "setitem").name == "array_api_strict":
+    if backend.namespace_of((t._data,), "setitem").backend.narrow_setitem:
         # The standard's __setitem__ takes no None, no integer arrays (on array-api-strict),
         # and no key naming fewer axes than the array has (NumPy's habit, kept by agrad):
         # such updates are computed as a recorded update would compute them, then written.

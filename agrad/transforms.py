@@ -257,7 +257,7 @@ def _basis(x: Tensor) -> Any:
     """The n unit vectors of x's shape, as the rows of an (n, n) identity on x's device."""
     xp = backend.namespace_of((x._data,), "jacobian")
     n = x.size
-    if xp.name == "cupy":
+    if xp.backend.creation_enters_device:
         with x._data.device:
             return xp.eye(n, dtype=x._data.dtype)
     return xp.eye(n, dtype=x._data.dtype, device=x._data.device)

@@ -203,12 +203,7 @@ class Module:
 def _onto(value: Any, like: Any) -> Any:
     """``value`` with ``like``'s backend, device and dtype (loading is an explicit copy)."""
     xp = backend.namespace_of((like,), "load_state_dict")
-    src = backend.namespace_of((value,), "load_state_dict")
-    copied = False
-    if src is None or src.name != xp.name:
-        value = backend.from_numpy(backend.to_numpy(value), backend=xp.name, device=like.device)
-    elif xp.multi_device and value.device != like.device:
-        value, copied = backend.to_device(value, like.device), True
+    value, copied = backend.beside(value, like, "load_state_dict")
     if value.dtype != like.dtype:
         value, copied = xp.astype(value, like.dtype), True
     if not copied:

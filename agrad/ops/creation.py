@@ -96,7 +96,7 @@ def _new_array(data: Any, dtype: Any, device: Any, copy: bool | None, op: str) -
                 arr = xp.astype(arr, default)
         return arr
     copied = False
-    if src.name == "numpy" and backend.namespace_for_device(device).name != "numpy":
+    if src.backend.is_host and not backend.namespace_for_device(device).backend.is_host:
         if copy is False:
             raise ValueError(f"agrad.{op}: a NumPy array must be copied to reach the {backend.get_backend()} backend "
                              f"or device {device!r}, but copy=False")

@@ -235,11 +235,7 @@ def _onto_param(value: Any, p: Tensor) -> Any:
     if not hasattr(raw, "shape"):
         return raw  # a Python number (a step count)
     xp = backend.namespace_of((p._data,), "load_state_dict")
-    src = backend.namespace_of((raw,), "load_state_dict")
-    if src.name != xp.name:
-        raw = backend.from_numpy(backend.to_numpy(raw), backend=xp.name, device=p._data.device)
-    elif xp.multi_device and raw.device != p._data.device:
-        raw = backend.to_device(raw, p._data.device)
+    raw, _ = backend.beside(raw, p._data, "load_state_dict")
     return xp.asarray(raw, copy=True)
 
 
