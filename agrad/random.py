@@ -31,7 +31,7 @@ def default_generator() -> Any:
 
 
 def _no_tracing(what: str) -> None:
-    from . import tracing
+    from .compile import trace as tracing
 
     if tracing.active() is not None:
         raise tracing.CompileError(f"agrad.compile: {what} inside a compiled function would draw once and replay the "

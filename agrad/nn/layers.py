@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-from .. import backend, ops, tracing
+from .. import backend, ops
 from .. import random as arandom
+from ..compile import trace as tracing
 from .module import Module, Parameter
 
 

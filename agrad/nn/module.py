@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from .. import backend, dtypes, tracing
+from .. import backend, dtypes
+from ..compile import hooks
+from ..compile import trace as tracing
 from ..tensor import Tensor, bump_version
 
 
@@ -51,7 +53,7 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         value = _registrable(type(self).__name__, name, value)
         if name in self.__dict__ and name != "training":
-            tracing.attribute_replaced()  # compiled functions that baked the old value retrace
+            hooks.attribute_replaced()  # compiled functions that baked the old value retrace
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         if isinstance(value, Parameter):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Iterable
 
-from .. import backend, tracing
+from .. import backend
+from ..compile import trace as tracing
 from ..tensor import Tensor, bump_version
 
 
