@@ -1,8 +1,8 @@
 """What a trace reads from and leaves in the world outside it, for ``agrad.compile``.
 
 A traced function reads parameters, their gradients, optimizer state and learning rates
-from outside and leaves new ones there. :class:`Tracer` (a :class:`~agrad.compile.trace.Recorder`)
-notes all of it while tracing: which
+from outside and leaves new ones there. :class:`Tracer` (a :class:`~agrad.compile.trace.Recorder`
+that implements :class:`~agrad.compile.hooks.Hooks`) notes all of it while tracing: which
 Tensors it adopted, which gradients were absent or cleared, which state dicts it wrote,
 which arrays were made inside (and their initial values). From that, :func:`guards`
 builds the check that says when a replay may run, and :func:`restore` puts the real
@@ -12,7 +12,7 @@ arrays back after the trace and lists the write-backs a replay must do.
 from __future__ import annotations
 
 import builtins
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .. import backend
 from ..optim.optimizers import optimizer_structure, structure_stamp
@@ -23,7 +23,7 @@ from .trace import _VALUE_HELP, CompileError, Recorder, TraceArray, TraceScalar,
 __all__ = ["Tracer", "guards", "restore"]
 
 
-class Tracer(Recorder):
+class Tracer(Recorder, hooks.Hooks):
     """Records one call (:class:`~agrad.compile.trace.Recorder`) and what it reads from and
     writes to the world outside; see :mod:`agrad.compile` for its use."""
 
@@ -122,13 +122,51 @@ class Tracer(Recorder):
             elif isinstance(v, (int, float)) and not isinstance(v, bool):
                 state[k] = self.source_scalar(v, "dict", state, k)
 
-    def clear_grads(self, tensors: Any) -> None:
-        """zero_grad inside the traced function: the replay clears these gradients too."""
-        for t in tensors:
-            t.grad = None
+    # ----------------------------------------------------------------- hooks (see agrad.compile.hooks)
+    def optimizer_step(self, opt: Any) -> None:
+        if opt not in self.optimizers:
+            self.optimizers.append(opt)
+            self.effects.append(opt._count_step)
+            self.optimizer_entry_structure.append(optimizer_structure(opt))  # before this step changes it
+            self.optimizer_entry_stamp.append(structure_stamp(opt))
+
+    def group_update(self, opt: Any, group: dict) -> dict:
+        view = dict(group)
+        view["lr"] = self.source_scalar(group["lr"], "group", group, "lr")
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            self.adopt_tensor(p)
+            state = opt.state.get(id(p))
+            if state is not None:  # (state made by this step is reported by state_created)
+                self.state_owners.append((opt, id(p), state, False))
+                self.adopt_state(state)
+        return view
+
+    def state_created(self, opt: Any, p: Any, state: dict) -> None:
+        self.state_owners.append((opt, id(p), state, True))
+        self.adopt_state(state)
+
+    def hyperparameter_set(self, key: str) -> None:
+        raise CompileError(
+            f"agrad.compile: setting {key!r} of a parameter group inside a compiled function; call the scheduler "
+            f"(or set the rate) outside it: every replay reads the group's current learning rate")
+
+    def grads_cleared(self, params: Iterable[Any]) -> None:
+        for t in params:
             if id(t) not in self.cleared_ids:
                 self.cleared.append(t)
                 self.cleared_ids.add(id(t))
+
+    def guard(self, check: Callable[[], Any], expected: Any) -> None:
+        self.extra_guards.append((check, expected))
+
+    def random_numbers(self, what: str) -> None:
+        raise CompileError(f"agrad.compile: {what} inside a compiled function would draw once and replay the "
+                           f"same numbers every call; draw them outside and pass them in as an argument")
+
+    def check_values(self, array: Any, check: Callable[[Any], None], what: str) -> None:
+        self.check_input(array, check, what)
 
 
 def _array_check(env: dict, i: int, name: str, expr: str, expected: tuple) -> str:

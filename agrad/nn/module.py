@@ -6,7 +6,7 @@ from typing import Any, Callable, Iterator
 
 from .. import backend, dtypes
 from ..compile import hooks
-from ..compile import trace as tracing
+from ..optim.optimizers import zero_grad
 from ..tensor import Tensor, bump_version
 
 
@@ -130,15 +130,7 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop every parameter's gradient (``set_to_none``, the default), or fill it with zeros."""
-        tracer = tracing.active()
-        if tracer is not None and set_to_none:
-            return tracer.clear_grads(self.parameters())
-        for p in self.parameters():
-            if set_to_none or p.grad is None:
-                p.grad = None
-            else:
-                xp = backend.namespace_of((p.grad._data,), "zero_grad")
-                p.grad = Tensor(xp.zeros_like(p.grad._data))
+        zero_grad(self.parameters(), set_to_none)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Tensor]:
