@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import backend, forward_mode, tape, tracing
+from . import backend, forward_mode, tape
+from .compile import trace as tracing
 from .tensor import Tensor, bump_version
 
 _ops: Any = None  # agrad.ops, bound when it is imported (it needs this module first)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import backend, dtypes
+from .compile import hooks
 from .tensor import Tensor
 
 _default = backend.host_rng(0)
@@ -31,11 +32,11 @@ def default_generator() -> Any:
 
 
 def _no_tracing(what: str) -> None:
-    from . import tracing
-
-    if tracing.active() is not None:
-        raise tracing.CompileError(f"agrad.compile: {what} inside a compiled function would draw once and replay the "
-                                   f"same numbers every call; draw them outside and pass them in as an argument")
+    """Random numbers are about to be drawn: refused inside a compiled function (a replay
+    would repeat them)."""
+    hook = hooks.active()
+    if hook is not None:
+        hook.random_numbers(what)
 
 
 def uniform(low: float, high: float, shape: tuple, dtype: Any = None, device: Any = None,

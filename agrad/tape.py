@@ -17,7 +17,8 @@ import contextlib
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
-from . import backend, forward_mode, tracing
+from . import backend, forward_mode
+from .compile import trace as tracing
 from .tensor import Tensor, alias, shared_counter, version_of
 
 __all__ = ["Primitive", "primitive", "read_only_view", "no_grad", "enable_grad", "is_grad_enabled", "backward",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import backend, dtypes, tracing
+from . import backend, dtypes
+from .compile import trace as tracing
 from .dtypes import DType
 
 ArrayLike = Any

@@ -503,7 +503,7 @@ def _random_program(seed: int):
 
 
 class _CheckedBackend:
-    """agrad.backend as agrad.compile sees it, with every ``out=`` call checked: the buffer
+    """agrad.backend as agrad.compile's code generation sees it, with every ``out=`` call checked: the buffer
     overlaps no input, unless an elementwise operation writes over that very input. NumPy
     computes overlapping calls correctly anyway (it copies); CuPy does not: this check is
     what makes a plan that would be wrong on a GPU fail here."""
@@ -528,7 +528,7 @@ class _CheckedBackend:
 @pytest.mark.parametrize("graphs", [False, True])
 @pytest.mark.parametrize("static_outputs", [False, True])
 def test_random_programs_with_shared_buffers_are_bit_identical(graphs, static_outputs, monkeypatch):
-    monkeypatch.setattr(sys.modules["agrad.compile"], "backend", _CheckedBackend())
+    monkeypatch.setattr(sys.modules["agrad.compile.codegen"], "backend", _CheckedBackend())  # (out= chosen there)
     if graphs:
         monkeypatch.setattr(agrad.backend, "graph_capturer", lambda xp: _stand_in_capture)
     rng = np.random.default_rng(1)

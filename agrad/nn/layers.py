@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-from .. import backend, ops, tracing
+from .. import backend, ops
 from .. import random as arandom
+from ..compile import hooks
 from .module import Module, Parameter
 
 
@@ -87,9 +88,9 @@ class Dropout(Module):
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
-            tracer = tracing.active()
-            if tracer is not None:  # a replay must not skip the dropout once training again
-                tracer.extra_guards.append((lambda m=self: not m.training or m.p == 0.0, True))
+            hook = hooks.active()
+            if hook is not None:  # a replay must not skip the dropout once training again
+                hook.guard(lambda m=self: not m.training or m.p == 0.0, True)
             return x
         arandom._no_tracing("Dropout (in training mode)")
         rng = self.rng or arandom.default_generator()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .. import backend, ops, tracing
+from .. import backend, ops
+from ..compile import hooks
 from ..tape import primitive
 from ..tensor import Tensor
 
@@ -69,7 +70,7 @@ def logistic_loss(logits: Any, labels: Any, check_labels: bool = True) -> Tensor
     if xp is None or not xp.isdtype(lab.dtype, "integral"):
         raise TypeError(f"agrad.nn.logistic_loss: labels must be an integer array, got {backend.describe(lab)}")
     if check_labels and shape[0]:
-        tracing.check_values(lab, _label_range_check(shape[1]), "logistic_loss's label check (check_labels=True; "
+        hooks.check_values(lab, _label_range_check(shape[1]), "logistic_loss's label check (check_labels=True; "
                              "pass check_labels=False for labels computed inside the function)")
     return logistic_loss_p(logits, lab)
 

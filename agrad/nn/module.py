@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from .. import backend, dtypes, tracing
+from .. import backend, dtypes
+from ..compile import hooks
+from ..optim.optimizers import zero_grad
 from ..tensor import Tensor, bump_version
 
 
@@ -51,7 +53,7 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         value = _registrable(type(self).__name__, name, value)
         if name in self.__dict__ and name != "training":
-            tracing.attribute_replaced()  # compiled functions that baked the old value retrace
+            hooks.attribute_replaced()  # compiled functions that baked the old value retrace
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         if isinstance(value, Parameter):
@@ -128,15 +130,7 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop every parameter's gradient (``set_to_none``, the default), or fill it with zeros."""
-        tracer = tracing.active()
-        if tracer is not None and set_to_none:
-            return tracer.clear_grads(self.parameters())
-        for p in self.parameters():
-            if set_to_none or p.grad is None:
-                p.grad = None
-            else:
-                xp = backend.namespace_of((p.grad._data,), "zero_grad")
-                p.grad = Tensor(xp.zeros_like(p.grad._data))
+        zero_grad(self.parameters(), set_to_none)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Tensor]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import backend, tracing
+from .. import backend
+from ..compile import trace as tracing
 from ..tensor import ArrayLike, Tensor
 
 

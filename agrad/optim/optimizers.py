@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Iterable
 
-from .. import backend, tracing
+from .. import backend
+from ..compile import hooks, trace
 from ..tensor import Tensor, bump_version
 
 
@@ -36,10 +37,9 @@ class ParamGroup(dict):
             self[k] = v
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if tracing.active() is not None:
-            raise tracing.CompileError(
-                f"agrad.compile: setting {key!r} of a parameter group inside a compiled function; call the scheduler "
-                f"(or set the rate) outside it: every replay reads the group's current learning rate")
+        hook = hooks.active()
+        if hook is not None:
+            hook.hyperparameter_set(key)  # (refused: every replay reads the group's current learning rate)
         if key != "params":
             value = self._optimizer.validate(key, value)
         if key not in ("lr", "initial_lr"):
@@ -109,23 +109,17 @@ class Optimizer:
     # ----------------------------------------------------------------- steps
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradients (None: the next backward writes fresh arrays), or zero them."""
-        tracer = tracing.active()
-        if tracer is not None and set_to_none:
-            return tracer.clear_grads(self.params)
-        for p in self.params:
-            if set_to_none or p.grad is None:
-                p.grad = None
-            else:
-                xp = backend.namespace_of((p.grad._data,), "zero_grad")
-                p.grad = Tensor(xp.zeros_like(p.grad._data))
+        zero_grad(self.params, set_to_none)
 
     def step(self) -> None:
         """Update every parameter that has a gradient."""
-        tracer = tracing.active()
-        if tracer is not None:
-            return self._traced_step(tracer)
+        hook = trace._TRACER  # agrad.compile tracing this step (hooks.active(), inlined: every step)
+        if hook is not None:
+            hook.optimizer_step(self)
         self.steps += 1
         for group in self.param_groups:
+            if hook is not None:  # the parameters and their state are read afresh; the learning rate is live
+                group = hook.group_update(self, group)
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -135,6 +129,8 @@ class Optimizer:
                     state = self.state[id(p)] = {}
                     self._structure_version += 1
                     self.init_state(xp, p._data, state)
+                    if hook is not None:
+                        hook.state_created(self, p, state)
                 p._data = self.update(xp, p._data, p.grad._data, state, group)
                 # Graphs recorded before must not use the new values: bump_version, inlined (every step).
                 vc = p._vc
@@ -143,34 +139,6 @@ class Optimizer:
                 else:
                     vc[0] += 1
                     vc[1] = "an optimizer step"
-
-    def _traced_step(self, tracer: Any) -> None:
-        """:meth:`step` under agrad.compile: the state and the learning rate become sources of
-        the trace (read afresh by every replay); the rest of the group is baked in."""
-        if self not in tracer.optimizers:
-            tracer.optimizers.append(self)
-            tracer.effects.append(self._count_step)
-            tracer.optimizer_entry_structure.append(optimizer_structure(self))  # before this step changes it
-            tracer.optimizer_entry_stamp.append(structure_stamp(self))
-        self.steps += 1
-        for group in self.param_groups:
-            view = dict(group)
-            view["lr"] = tracer.source_scalar(group["lr"], "group", group, "lr")
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                tracer.adopt_tensor(p)
-                xp = backend.namespace_of((p._data, p.grad._data), type(self).__name__)
-                state = self.state.get(id(p))
-                created = state is None
-                if created:
-                    state = self.state[id(p)] = {}
-                    self._structure_version += 1
-                    self.init_state(xp, p._data, state)
-                tracer.state_owners.append((self, id(p), state, created))
-                tracer.adopt_state(state)
-                p._data = self.update(xp, p._data, p.grad._data, state, view)
-                bump_version(p, "an optimizer step")
 
     def _count_step(self) -> None:
         self.steps += 1
@@ -212,6 +180,22 @@ class Optimizer:
             p = params[int(key)]
             self.state[id(p)] = {k: _onto_param(v, p) for k, v in st.items()}
         self.steps = int(state_dict.get("steps", 0))
+
+
+def zero_grad(params: list[Tensor], set_to_none: bool = True) -> None:
+    """Drop the gradients of ``params`` (None: the next backward writes fresh arrays), or fill
+    them with zeros: ``Optimizer.zero_grad`` and ``Module.zero_grad``."""
+    if set_to_none:
+        for p in params:
+            p.grad = None
+        hook = trace._TRACER  # (hooks.active(), inlined: every step)
+        if hook is not None:  # a replay clears them too
+            hook.grads_cleared(params)
+        return
+    for p in params:
+        if p.grad is not None:
+            xp = backend.namespace_of((p.grad._data,), "zero_grad")
+            p.grad = Tensor(xp.zeros_like(p.grad._data))
 
 
 def optimizer_structure(opt: Optimizer) -> tuple:

@@ -1,7 +1,7 @@
-"""Tracing for ``agrad.compile``: run a function once on proxy arrays that compute their
-real values *and* record every backend operation, then replay the recording.
+"""Recording for ``agrad.compile``: run a function once on proxy arrays that compute their
+real values *and* record every backend operation.
 
-While a :class:`Tracer` is active, every array agrad hands to a backend is a
+While a tracer is active, every array agrad hands to a backend is a
 :class:`TraceArray` (a real array plus a slot number): the tape, the VJP rules, the
 optimizers run unchanged on them, through :class:`RecordingNamespace`, so the trace
 records exactly what eager execution does, in the same order, with the same dtypes
@@ -10,6 +10,12 @@ replays (a learning rate a scheduler changes, Adam's step count) are
 :class:`TraceScalar` proxies. Anything that needs an array's *value* on the Python side
 (``bool(x)``, ``float(x)``, ``.item()``, printing, copying to NumPy) cannot be recorded,
 and is a :class:`CompileError` while tracing: never a stale replay.
+
+This module records only. What the recording reads from and leaves in the world outside
+(parameters, gradients, optimizer state) and the guards that keep a replay honest are
+``agrad.compile.state``; the rest of agrad reaches the tracer through
+``agrad.compile.hooks``. It imports nothing of agrad but the backend: the tape and the
+Tensor read its slot (``_TRACER``) on every operation.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ from __future__ import annotations
 import operator
 from typing import Any, Callable
 
-from . import backend
+from .. import backend
 
-__all__ = ["CompileError", "Tracer", "TraceArray", "TraceScalar", "active"]
+__all__ = ["CompileError", "Recorder", "TraceArray", "TraceScalar", "active"]
 
 
 class CompileError(RuntimeError):
@@ -29,33 +35,11 @@ class CompileError(RuntimeError):
 _VALUE_HELP = ("a compiled function must be a fixed sequence of array operations: move it out of the "
                "function, or write it with array operations (agrad.where instead of an if on values)")
 
-_TRACER: "Tracer | None" = None
+_TRACER: "Recorder | None" = None  # the hook slot: the tracer running now (agrad.compile.state.Tracer)
 
 
-_ATTRIBUTES_REPLACED = [0]  # bumped whenever a Module attribute is replaced (nn.Module.__setattr__)
-
-
-def attribute_replaced() -> None:
-    """A module attribute (a parameter, a submodule, a hyperparameter) was replaced: a
-    compiled function may have baked the old one in, so its replays must retrace."""
-    _ATTRIBUTES_REPLACED[0] += 1
-
-
-def attributes_version() -> int:
-    return _ATTRIBUTES_REPLACED[0]
-
-
-def check_values(array: Any, check: Callable[[Any], None], what: str) -> None:
-    """``check(array)`` (which raises on bad values), and under agrad.compile again before
-    every replay: how an op validates its inputs' values (see :meth:`Tracer.check_input`)."""
-    if _TRACER is None:
-        check(array)
-    else:
-        _TRACER.check_input(array, check, what)
-
-
-def active() -> "Tracer | None":
-    """The tracer running in this process, or None."""
+def active() -> "Recorder | None":
+    """The tracer running in this process, or None (``agrad.compile.hooks.active``)."""
     return _TRACER
 
 
@@ -77,7 +61,7 @@ class TraceScalar:
 
     __slots__ = ("value", "slot", "tracer")
 
-    def __init__(self, value: Any, slot: int, tracer: "Tracer") -> None:
+    def __init__(self, value: Any, slot: int, tracer: "Recorder") -> None:
         self.value, self.slot, self.tracer = value, slot, tracer
 
     def _op(self, fn: Callable, *args: Any) -> Any:
@@ -113,7 +97,7 @@ class TraceArray:
 
     __slots__ = ("value", "slot", "tracer")
 
-    def __init__(self, value: Any, slot: int, tracer: "Tracer") -> None:
+    def __init__(self, value: Any, slot: int, tracer: "Recorder") -> None:
         self.value, self.slot, self.tracer = value, slot, tracer
 
     # ----------------------------------------------------------------- metadata (static)
@@ -261,7 +245,7 @@ _STATIC = {"isdtype", "result_type", "can_cast", "finfo", "iinfo", "name", "arra
 class RecordingNamespace:
     """An array namespace whose functions compute with the real backend and record the call."""
 
-    def __init__(self, tracer: "Tracer", home: Any, prefix: str = "") -> None:
+    def __init__(self, tracer: "Recorder", home: Any, prefix: str = "") -> None:
         self._tracer, self._home, self._prefix = tracer, home, prefix
         self.name = home.name
         self.array_type = TraceArray
@@ -284,7 +268,7 @@ class RecordingNamespace:
         return recorded
 
     @staticmethod
-    def _sub(tracer: "Tracer", module: Any, home: Any) -> "RecordingNamespace":
+    def _sub(tracer: "Recorder", module: Any, home: Any) -> "RecordingNamespace":
         sub = RecordingNamespace.__new__(RecordingNamespace)
         sub._tracer, sub._home, sub._prefix = tracer, module, ""
         sub.name, sub.array_type, sub.multi_device, sub.mutable = home.name, TraceArray, home.multi_device, home.mutable
@@ -313,8 +297,10 @@ class _Slot:
         self.k = k
 
 
-class Tracer:
-    """Records the backend operations of one call; see :mod:`agrad.compile` for its use."""
+class Recorder:
+    """Records the backend operations of one call: the instructions on numbered slots, and
+    the outside arrays and numbers they read (``sources``). ``agrad.compile.state.Tracer``
+    adds what the recording reads from and writes back to the world outside."""
 
     def __init__(self, home: Any) -> None:
         self.home = home
@@ -328,31 +314,6 @@ class Tracer:
         self.values: dict[int, Any] = {}  # slot -> its value in the traced call (to fold constants)
         self.by_id: dict[int, TraceArray] = {}  # id(real array) -> its proxy (one slot per outside array)
         self.keep: list[Any] = []  # keeps outside arrays alive, so that their ids stay unique
-        self.swapped: list[tuple] = []  # (object, attribute or key, real value) to restore afterwards
-        self.optimizers: list[Any] = []
-        self.tensors: list[Any] = []  # Tensors whose arrays the trace read (parameters, constants...)
-        self.grad_free: list[Any] = []  # leaves that had no gradient when the trace met them
-        self.grad_free_ids: set[int] = set()
-        self.effects: list[Callable[[], None]] = []  # Python updates a replay repeats (an optimizer's step count)
-        self.optimizer_entry_structure: list[tuple] = []  # per optimizer, as the trace first met it
-        self.optimizer_entry_stamp: list[tuple] = []
-        # (optimizer, id(parameter), its state dict, created by this call): a replay writes into
-        # those dicts, so they must still be the optimizer's; a call that creates state is
-        # not replayed (the next such call creates fresh dicts, as eager code does)
-        self.state_owners: list[tuple] = []
-        self.extra_guards: list[tuple] = []  # (check, expected) pairs layers add (Dropout's mode)
-        self.arg_index: dict[int, int] = {}  # slot -> argument position, for the arguments
-        # (argument position, kind, where): the function also reads that argument's array from
-        # outside (as a parameter...); a replay needs the same to hold
-        self.arg_aliases: list[tuple] = []
-        self.input_checks: list[tuple] = []  # (slot, check): run on that input's array before each replay
-        self.cleared: list[Any] = []  # Tensors whose gradient the function itself set to None (zero_grad)
-        self.cleared_ids: set[int] = set()
-        # Arrays agrad made while tracing (agrad.zeros inside the function...), and for those the
-        # trace reads, their values when first read: one the function updates in place is a
-        # new array in every eager call, so a replay starts from a copy of that value.
-        self.created_ids: set[int] = set()
-        self.initial_values: dict[int, Any] = {}  # slot -> value
 
     # ----------------------------------------------------------------- slots
     def new_slot(self) -> int:
@@ -363,21 +324,25 @@ class Tracer:
         """The proxy of an array that comes from outside the trace (read afresh at replay)."""
         found = self.by_id.get(id(value))
         if found is not None:
-            arg = self.arg_index.get(found.slot)
-            if arg is not None and kind != "arg":  # an argument that is also read from outside (a parameter)
-                self.arg_aliases.append((arg, kind, where))
+            self.met_again(found, kind, where)
             return found
         t = TraceArray(value, self.new_slot(), self)
         self.by_id[id(value)] = t
         self.keep.append(value)
         self.sources.append((t.slot, kind, *where))
-        if kind == "arg":
-            self.arg_index[t.slot] = where[0]
-        if kind in ("const", "tensor") and id(value) in self.created_ids:
-            self.initial_values[t.slot] = backend.namespace_of((value,), "compile").asarray(value, copy=True)
+        self.first_read(t, value, kind, where)
         self.source_meta[t.slot] = _meta(value)
         self.source_values[t.slot] = value
         return t
+
+    def met_again(self, proxy: TraceArray, kind: str, where: tuple) -> None:
+        """An outside array read before is read again, as ``kind`` at ``where``."""
+
+    def first_read(self, proxy: TraceArray, value: Any, kind: str, where: tuple) -> None:
+        """An outside array is read for the first time."""
+
+    def note_created(self, x: Any) -> None:
+        """``x`` was made by agrad while tracing (``backend.created``)."""
 
     def as_eager(self, x: Any) -> Any:
         """``x`` as eager agrad holds it: where eager code turns NumPy's 0-d scalar results
@@ -388,24 +353,8 @@ class Tracer:
             return self.call(self.home.asarray, (x,), {})
         return x
 
-    def note_created(self, x: Any) -> None:
-        if not isinstance(x, TraceArray):
-            self.created_ids.add(id(x))
-            self.keep.append(x)  # (its id stays unique)
-
-    def check_input(self, proxy: Any, check: Callable[[Any], None], what: str) -> None:
-        """Run ``check`` (which raises on bad values) on the array behind ``proxy`` now and
-        before every replay, ahead of any work: an argument's or outside array's values
-        checked as eager code checks them. Values computed inside the function cannot be."""
-        if _is_backend_array(proxy):  # an array from outside the function: read afresh each call
-            proxy = self.source_array(proxy, "const", proxy)
-        if not isinstance(proxy, TraceArray) or proxy.slot not in self.source_values:
-            raise CompileError(f"agrad.compile: {what} needs the values of an array computed inside the compiled "
-                               f"function; {_VALUE_HELP}")
-        check(proxy.value)
-        self.input_checks.append((proxy.slot, check))
-
     def source_scalar(self, value: Any, kind: str, *where: Any) -> TraceScalar:
+        """The proxy of a Python number from outside the trace (read afresh at replay)."""
         s = TraceScalar(value, self.new_slot(), self)
         self.numbers.add(s.slot)
         self.sources.append((s.slot, kind, *where))
@@ -457,55 +406,6 @@ class Tracer:
             return value, "const", value  # (a Python value from static inputs: baked in)
         raise CompileError(f"agrad.compile: cannot record a result of type {type(value).__name__}")
 
-    def adopt_tensor(self, t: Any) -> None:
-        """Make a Tensor from outside the trace (a parameter, a constant) proxy-backed; its
-        array, and its gradient if it has one, become sources the replay reads afresh."""
-        if isinstance(t._data, TraceArray):
-            return
-        t._data = self.source_array(t._data, "tensor", t)
-        self.tensors.append(t)
-        if t.grad is not None:
-            if not isinstance(t.grad._data, TraceArray):
-                t.grad._data = self.source_array(t.grad._data, "grad", t)
-        elif t.requires_grad and t._prim is None and id(t) not in self.cleared_ids:
-            # No gradient when met, and not because the function cleared it: a replay needs
-            # the same (a gradient present at entry would be accumulated into, eagerly).
-            self.grad_free.append(t)
-            self.grad_free_ids.add(id(t))
-
-    def clear_grads(self, tensors: Any) -> None:
-        """zero_grad inside the traced function: the replay clears these gradients too."""
-        for t in tensors:
-            t.grad = None
-            if id(t) not in self.cleared_ids:
-                self.cleared.append(t)
-                self.cleared_ids.add(id(t))
-
-    def adopt_args(self, args: Any) -> Any:
-        """A primitive's arguments with every outside array proxy-backed."""
-        from .tensor import Tensor
-
-        changed = False
-        out = []
-        for a in args:
-            if isinstance(a, Tensor):
-                self.adopt_tensor(a)
-            elif _is_backend_array(a):
-                a = self.source_array(a, "const", a)
-                changed = True
-            out.append(a)
-        return tuple(out) if changed else args
-
-    def adopt_state(self, state: dict) -> None:
-        """An optimizer's per-parameter state: arrays and numbers become sources."""
-        for k, v in list(state.items()):
-            if isinstance(v, (TraceArray, TraceScalar)):
-                continue
-            if _is_backend_array(v):
-                state[k] = self.source_array(v, "dict", state, k)
-            elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                state[k] = self.source_scalar(v, "dict", state, k)
-
 
 def _meta(a: Any) -> tuple:
     """What a replay assumes about an array: its type, shape, dtype and device."""
@@ -529,7 +429,7 @@ def _is_backend_array(x: Any) -> bool:
     return hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, type)
 
 
-def begin(tracer: Tracer) -> None:
+def begin(tracer: Recorder) -> None:
     global _TRACER
     if _TRACER is not None:
         raise CompileError("agrad.compile: a compiled function called while another is being traced; compile the "
