@@ -88,7 +88,7 @@ def _floats(*args: Any) -> list:
             for a in args]
 
 
-# --------------------------------------------------------------------------- erf, erfc
+# --------------------------------------------------------------------------- erf, erfc, ndtr
 # W. J. Cody, "Rational Chebyshev approximations for the error function", Math. Comp. 23
 # (1969) 631-638, as in his SPECFUN CALERF: erf on |x| <= 0.46875, erfc on (0.46875, 4] and
 # above 4. erfc of a large x is exp(-x^2) times a rational function: no early underflow.
@@ -137,6 +137,17 @@ def _erf_forward(xp: Any, x: Any) -> Any:
     return xp.where(small, inner, xp.where(x < 0, -outer, outer))
 
 
+_TWO_OVER_SQRT_PI = 2.0 * _INV_SQRT_PI
+erf_p = primitive("erf", _erf_forward, vjp=[lambda xp, g, ans, x: g * _TWO_OVER_SQRT_PI * xp.exp(-x * x)],
+                  jvp=[lambda xp, t, ans, x: t * _TWO_OVER_SQRT_PI * xp.exp(-x * x)], saves=[(0,)])
+
+
+def erf(x: ArrayLike, /) -> Tensor:
+    """The error function 2/sqrt(pi) * integral_0^x exp(-t^2) dt (W. J. Cody's approximation)."""
+    (x,) = _floats(x)
+    return erf_p(x)
+
+
 def _erfc_forward(xp: Any, x: Any) -> Any:
     y = xp.abs(x)
     small = y <= _ERF_SPLIT
@@ -145,11 +156,21 @@ def _erfc_forward(xp: Any, x: Any) -> Any:
     return xp.where(small, inner, xp.where(x < 0, 2.0 - outer, outer))
 
 
-_TWO_OVER_SQRT_PI = 2.0 * _INV_SQRT_PI
-erf_p = primitive("erf", _erf_forward, vjp=[lambda xp, g, ans, x: g * _TWO_OVER_SQRT_PI * xp.exp(-x * x)],
-                  jvp=[lambda xp, t, ans, x: t * _TWO_OVER_SQRT_PI * xp.exp(-x * x)], saves=[(0,)])
 erfc_p = primitive("erfc", _erfc_forward, vjp=[lambda xp, g, ans, x: g * -_TWO_OVER_SQRT_PI * xp.exp(-x * x)],
                    jvp=[lambda xp, t, ans, x: t * -_TWO_OVER_SQRT_PI * xp.exp(-x * x)], saves=[(0,)])
+
+
+def erfc(x: ArrayLike, /) -> Tensor:
+    """The complementary error function 1 - erf(x), accurate in the tail (no early underflow)."""
+    (x,) = _floats(x)
+    return erfc_p(x)
+
+
+def ndtr(x: ArrayLike, /) -> Tensor:
+    """The standard normal distribution function, 0.5 * erfc(-x / sqrt(2)) (as Cephes computes it:
+    accurate in the lower tail); its derivative is the normal density."""
+    (x,) = _floats(x)
+    return 0.5 * erfc_p(x * -0.70710678118654752440)
 
 
 # --------------------------------------------------------------------------- gammaln
@@ -221,6 +242,19 @@ def _gammaln_forward(xp: Any, x: Any) -> Any:
     reflected = xp.where(s > 0, _LOG_PI - xp.log(xp.where(s > 0, s, 1.0)) - pos, math.inf)
     out = xp.where(near, recurrence, xp.where(neg, reflected, pos))
     return xp.where(x == -math.inf, -math.inf, out)
+
+
+gammaln_p = primitive(
+    "gammaln", _gammaln_forward,
+    vjp=[lambda xp, g, ans, x: g * _call(xp, polygamma_p, x, n=0)],
+    jvp=[lambda xp, t, ans, x: t * _call(xp, polygamma_p, x, n=0)], saves=[(0,)],
+)
+
+
+def gammaln(x: ArrayLike, /) -> Tensor:
+    """log|Gamma(x)| for real x (inf at 0, -1, -2, ...); its derivative is digamma."""
+    (x,) = _floats(x)
+    return gammaln_p(x)
 
 
 # --------------------------------------------------------------------------- digamma, polygamma
@@ -364,14 +398,39 @@ polygamma_p = primitive(
     jvp=[lambda xp, t, ans, x, n=0: t * _call(xp, polygamma_p, x, n=n + 1)], saves=[(0,)],
 )
 polygamma_p.__doc__ = "The agrad primitive 'polygamma': psi^(n)(x), n a static parameter (n = 0: digamma)."
-gammaln_p = primitive(
-    "gammaln", _gammaln_forward,
-    vjp=[lambda xp, g, ans, x: g * _call(xp, polygamma_p, x, n=0)],
-    jvp=[lambda xp, t, ans, x: t * _call(xp, polygamma_p, x, n=0)], saves=[(0,)],
-)
 
 
-# --------------------------------------------------------------------------- i0e, i1e
+def digamma(x: ArrayLike, /) -> Tensor:
+    """The digamma function psi(x) = d/dx log Gamma(x) (nan at -1, -2, ..., -inf at +0)."""
+    (x,) = _floats(x)
+    return polygamma_p(x, n=0)
+
+
+psi = digamma  # SciPy's name: scipy.special.psi (and digamma) look up xp.special.psi
+
+
+def _order(n: Any) -> int:
+    try:
+        order = operator.index(n)
+    except TypeError:
+        shape = getattr(n, "shape", None)
+        if shape is None or math.prod(shape) != 1:
+            raise TypeError("agrad.special.polygamma: the order n must be one non-negative integer (a Python int "
+                            f"or a one-element integer array), not {n!r}") from None
+        order = int(n)
+    if order < 0:
+        raise ValueError(f"agrad.special.polygamma: the order n must be >= 0, not {order}")
+    return order
+
+
+def polygamma(n: Any, x: ArrayLike, /) -> Tensor:
+    """The n-th derivative of digamma, psi^(n)(x), for one integer order n >= 0 (a Python int, read
+    when the call is made); its derivative in x is polygamma(n + 1, x)."""
+    (x,) = _floats(x)
+    return polygamma_p(x, n=_order(n))
+
+
+# --------------------------------------------------------------------------- i0e, i0, i1e, i1
 # Cephes i0e and i1e: Chebyshev series in x/2 - 2 on [0, 8] and in 32/x - 2 above.
 
 _I0E_A = (-4.41534164647933937950e-18, 3.33079451882223809783e-17, -2.43127984654795469359e-16,
@@ -426,17 +485,35 @@ def _bessel_scaled(xp: Any, x: Any, small: tuple, large: tuple, odd: bool) -> An
     return xp.where(x < 0, -out, out) if odd else out
 
 
-def _i1e_over_x(xp: Any, x: Any, i1e_x: Any) -> Any:
-    """i1e(x) / x, with its limit 1/2 at 0."""
-    zero = x == 0
-    return xp.where(zero, 0.5, i1e_x / xp.where(zero, 1.0, x))
-
-
 i0e_p = primitive(
     "i0e", lambda xp, x: _bessel_scaled(xp, x, _I0E_A, _I0E_B, odd=False),
     vjp=[lambda xp, g, ans, x: g * (_call(xp, i1e_p, x) - xp.sign(x) * ans)],
     jvp=[lambda xp, t, ans, x: t * (_call(xp, i1e_p, x) - xp.sign(x) * ans)], saves=[(0, "out")],
 )
+
+
+def i0e(x: ArrayLike, /) -> Tensor:
+    """The exponentially scaled modified Bessel function of order 0, ``exp(-abs(x)) * I0(x)``."""
+    (x,) = _floats(x)
+    return i0e_p(x)
+
+
+def _unscaled(scaled: Tensor, x: Tensor) -> Tensor:
+    # scaled * exp(|x|) as two half steps: exp(|x|) alone overflows before the product does
+    half = _ops.exp(_ops.abs(x) * 0.5)
+    return scaled * half * half
+
+
+def i0(x: ArrayLike, /) -> Tensor:
+    """The modified Bessel function of order 0, ``I0(x) = i0e(x) * exp(abs(x))``."""
+    (x,) = _floats(x)
+    return _unscaled(i0e_p(x), x)
+
+
+def _i1e_over_x(xp: Any, x: Any, i1e_x: Any) -> Any:
+    """i1e(x) / x, with its limit 1/2 at 0."""
+    zero = x == 0
+    return xp.where(zero, 0.5, i1e_x / xp.where(zero, 1.0, x))
 
 
 def _i1e_derivative(xp: Any, ans: Any, x: Any) -> Any:
@@ -451,7 +528,19 @@ i1e_p = primitive(
 )
 
 
-# --------------------------------------------------------------------------- entr, logit, xlogy, xlog1py
+def i1e(x: ArrayLike, /) -> Tensor:
+    """The exponentially scaled modified Bessel function of order 1, ``exp(-abs(x)) * I1(x)``."""
+    (x,) = _floats(x)
+    return i1e_p(x)
+
+
+def i1(x: ArrayLike, /) -> Tensor:
+    """The modified Bessel function of order 1, ``I1(x) = i1e(x) * exp(abs(x))``."""
+    (x,) = _floats(x)
+    return _unscaled(i1e_p(x), x)
+
+
+# --------------------------------------------------------------------------- entr, logit, expit, xlogy, xlog1py, kl_div
 
 
 def _entr_forward(xp: Any, x: Any) -> Any:
@@ -470,6 +559,12 @@ entr_p = primitive("entr", _entr_forward, vjp=[lambda xp, g, ans, x: g * _entr_d
                    jvp=[lambda xp, t, ans, x: t * _entr_derivative(xp, x)], saves=[(0,)])
 
 
+def entr(x: ArrayLike, /) -> Tensor:
+    """The elementwise entropy -x log(x): 0 at 0, -inf for x < 0. Its derivative at 0 is +inf."""
+    (x,) = _floats(x)
+    return entr_p(x)
+
+
 def _logit_forward(xp: Any, x: Any) -> Any:
     inside = (x > 0) & (x < 1)
     xs = xp.where(inside, x, 0.5)
@@ -484,6 +579,18 @@ def _logit_forward(xp: Any, x: Any) -> Any:
 
 logit_p = primitive("logit", _logit_forward, vjp=[lambda xp, g, ans, x: g / (x * (1.0 - x))],
                     jvp=[lambda xp, t, ans, x: t / (x * (1.0 - x))], saves=[(0,)])
+
+
+def logit(x: ArrayLike, /) -> Tensor:
+    """log(x / (1 - x)), the inverse of expit: -inf at 0, inf at 1, nan outside [0, 1]."""
+    (x,) = _floats(x)
+    return logit_p(x)
+
+
+def expit(x: ArrayLike, /) -> Tensor:
+    """The logistic sigmoid 1 / (1 + exp(-x)), without overflow for any x (agrad.sigmoid)."""
+    (x,) = _floats(x)
+    return _ops.sigmoid(x)
 
 
 def _x_log_forward(log_fn: str, lowest: float):
@@ -522,39 +629,6 @@ for _name, _log_fn, _lowest in (("xlogy", "log", 0.0), ("xlog1py", "log1p", -1.0
 xlogy_p, xlog1py_p = _X_LOG["xlogy"], _X_LOG["xlog1py"]
 
 
-# --------------------------------------------------------------------------- the public functions
-
-
-def erf(x: ArrayLike, /) -> Tensor:
-    """The error function 2/sqrt(pi) * integral_0^x exp(-t^2) dt (W. J. Cody's approximation)."""
-    (x,) = _floats(x)
-    return erf_p(x)
-
-
-def erfc(x: ArrayLike, /) -> Tensor:
-    """The complementary error function 1 - erf(x), accurate in the tail (no early underflow)."""
-    (x,) = _floats(x)
-    return erfc_p(x)
-
-
-def expit(x: ArrayLike, /) -> Tensor:
-    """The logistic sigmoid 1 / (1 + exp(-x)), without overflow for any x (agrad.sigmoid)."""
-    (x,) = _floats(x)
-    return _ops.sigmoid(x)
-
-
-def logit(x: ArrayLike, /) -> Tensor:
-    """log(x / (1 - x)), the inverse of expit: -inf at 0, inf at 1, nan outside [0, 1]."""
-    (x,) = _floats(x)
-    return logit_p(x)
-
-
-def entr(x: ArrayLike, /) -> Tensor:
-    """The elementwise entropy -x log(x): 0 at 0, -inf for x < 0. Its derivative at 0 is +inf."""
-    (x,) = _floats(x)
-    return entr_p(x)
-
-
 def xlogy(x: ArrayLike, y: ArrayLike, /) -> Tensor:
     """x * log(y), and 0 where x == 0 (unless y is nan), with broadcasting."""
     x, y = _floats(x, y)
@@ -575,76 +649,3 @@ def kl_div(x: ArrayLike, y: ArrayLike, /) -> Tensor:
     inner = xs * _ops.log(xs / ys) - xs + ys
     out = _ops.where(both, inner, _ops.where((x == 0) & (y >= 0), y, math.inf))
     return _ops.where(_ops.isnan(x) | _ops.isnan(y), math.nan, out)
-
-
-def ndtr(x: ArrayLike, /) -> Tensor:
-    """The standard normal distribution function, 0.5 * erfc(-x / sqrt(2)) (as Cephes computes it:
-    accurate in the lower tail); its derivative is the normal density."""
-    (x,) = _floats(x)
-    return 0.5 * erfc_p(x * -0.70710678118654752440)
-
-
-def gammaln(x: ArrayLike, /) -> Tensor:
-    """log|Gamma(x)| for real x (inf at 0, -1, -2, ...); its derivative is digamma."""
-    (x,) = _floats(x)
-    return gammaln_p(x)
-
-
-def digamma(x: ArrayLike, /) -> Tensor:
-    """The digamma function psi(x) = d/dx log Gamma(x) (nan at -1, -2, ..., -inf at +0)."""
-    (x,) = _floats(x)
-    return polygamma_p(x, n=0)
-
-
-psi = digamma  # SciPy's name: scipy.special.psi (and digamma) look up xp.special.psi
-
-
-def _order(n: Any) -> int:
-    try:
-        order = operator.index(n)
-    except TypeError:
-        shape = getattr(n, "shape", None)
-        if shape is None or math.prod(shape) != 1:
-            raise TypeError("agrad.special.polygamma: the order n must be one non-negative integer (a Python int "
-                            f"or a one-element integer array), not {n!r}") from None
-        order = int(n)
-    if order < 0:
-        raise ValueError(f"agrad.special.polygamma: the order n must be >= 0, not {order}")
-    return order
-
-
-def polygamma(n: Any, x: ArrayLike, /) -> Tensor:
-    """The n-th derivative of digamma, psi^(n)(x), for one integer order n >= 0 (a Python int, read
-    when the call is made); its derivative in x is polygamma(n + 1, x)."""
-    (x,) = _floats(x)
-    return polygamma_p(x, n=_order(n))
-
-
-def i0e(x: ArrayLike, /) -> Tensor:
-    """The exponentially scaled modified Bessel function of order 0, ``exp(-abs(x)) * I0(x)``."""
-    (x,) = _floats(x)
-    return i0e_p(x)
-
-
-def i1e(x: ArrayLike, /) -> Tensor:
-    """The exponentially scaled modified Bessel function of order 1, ``exp(-abs(x)) * I1(x)``."""
-    (x,) = _floats(x)
-    return i1e_p(x)
-
-
-def _unscaled(scaled: Tensor, x: Tensor) -> Tensor:
-    # scaled * exp(|x|) as two half steps: exp(|x|) alone overflows before the product does
-    half = _ops.exp(_ops.abs(x) * 0.5)
-    return scaled * half * half
-
-
-def i0(x: ArrayLike, /) -> Tensor:
-    """The modified Bessel function of order 0, ``I0(x) = i0e(x) * exp(abs(x))``."""
-    (x,) = _floats(x)
-    return _unscaled(i0e_p(x), x)
-
-
-def i1(x: ArrayLike, /) -> Tensor:
-    """The modified Bessel function of order 1, ``I1(x) = i1e(x) * exp(abs(x))``."""
-    (x,) = _floats(x)
-    return _unscaled(i1e_p(x), x)

@@ -14,16 +14,67 @@ from ..tensor import ArrayLike, Tensor
 from .reductions import normalize_axis
 
 
-def _last_axis(x, axis: int):
-    """``x`` with ``axis`` moved to the end, and the permutation that undoes it."""
-    nd = x.ndim
-    order = tuple(a for a in range(nd) if a != axis) + (axis,)
-    back = tuple(sorted(range(nd), key=order.__getitem__))
-    return order, back
+def _in_dtype(x: Any, dtype: Any) -> Any:
+    """``x`` cast to ``dtype`` when one is asked for (NumPy accumulates small integers in 64
+    bits: the cast is applied before and after the backend's reduction)."""
+    if dtype is None or x.dtype == dtype:
+        return x
+    from .conversions import astype
+
+    return astype(x, dtype)
 
 
 def _flip_last(xp, x):
     return xp.flip(x, axis=-1)
+
+
+def _others_product(xp, x):
+    """prod_{j != k} x_j along the last axis, for every k: exclusive running products from
+    both ends, exact with zeros."""
+    left = xp.cumulative_prod(x, axis=-1, include_initial=True)[..., :-1]
+    right = _flip_last(xp, xp.cumulative_prod(_flip_last(xp, x), axis=-1, include_initial=True)[..., :-1])
+    return left * right
+
+
+def _prod_forward(xp, x, axis, keepdims):
+    return xp.prod(x, axis=axis, keepdims=keepdims)
+
+
+def _prod_vjp(xp, g, ans, x, axis, keepdims):
+    # Flatten the reduced axes into one last axis; each element's gradient is the product of
+    # the others (exact with zeros), times g.
+    nd = x.ndim
+    kept = tuple(a for a in range(nd) if a not in axis)
+    xl = xp.permute_dims(x, kept + axis)
+    flat_shape = tuple(x.shape[a] for a in kept) + (-1,)
+    others = _others_product(xp, xp.reshape(xl, flat_shape))
+    others = xp.reshape(others, tuple(xl.shape))
+    back = tuple(sorted(range(nd), key=(kept + axis).__getitem__))
+    gk = g if keepdims else xp.reshape(g, tuple(1 if i in axis else s for i, s in enumerate(x.shape)))
+    return gk * xp.permute_dims(others, back)
+
+
+def _prod_jvp(xp, t, ans, x, axis, keepdims):
+    return xp.sum(_prod_vjp(xp, xp.ones_like(ans), ans, x, axis, keepdims) * t, axis=axis, keepdims=keepdims)
+
+
+prod_p = primitive("prod", _prod_forward, vjp=[_prod_vjp], jvp=[_prod_jvp])
+
+
+def prod(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
+         keepdims: bool = False) -> Tensor:
+    """The product over ``axis`` (None: all). Its gradient is the product of the other
+    elements, exact where some are zero."""
+    x = _in_dtype(x, dtype)
+    return _in_dtype(prod_p(x, axis=normalize_axis(axis, x.ndim, "prod"), keepdims=keepdims), dtype)
+
+
+def _single_axis(x, axis, op: str) -> int:
+    if axis is None:
+        if x.ndim != 1:
+            raise ValueError(f"agrad.{op}: axis is required for a {x.ndim}-D input")
+        return 0
+    return normalize_axis(axis, x.ndim, op)[0]
 
 
 def _cumsum_vjp(xp, g, ans, x, axis, include_initial):
@@ -40,12 +91,20 @@ cumulative_sum_p = primitive(
 )
 
 
-def _others_product(xp, x):
-    """prod_{j != k} x_j along the last axis, for every k: exclusive running products from
-    both ends, exact with zeros."""
-    left = xp.cumulative_prod(x, axis=-1, include_initial=True)[..., :-1]
-    right = _flip_last(xp, xp.cumulative_prod(_flip_last(xp, x), axis=-1, include_initial=True)[..., :-1])
-    return left * right
+def cumulative_sum(x: ArrayLike, /, *, axis: int | None = None, dtype: Any = None,
+                   include_initial: bool = False) -> Tensor:
+    """Running sums along ``axis`` (optional for 1-D input); ``include_initial`` starts with 0."""
+    x = _in_dtype(x, dtype)
+    out = cumulative_sum_p(x, axis=_single_axis(x, axis, "cumulative_sum"), include_initial=include_initial)
+    return _in_dtype(out, dtype)
+
+
+def _last_axis(x, axis: int):
+    """``x`` with ``axis`` moved to the end, and the permutation that undoes it."""
+    nd = x.ndim
+    order = tuple(a for a in range(nd) if a != axis) + (axis,)
+    back = tuple(sorted(range(nd), key=order.__getitem__))
+    return order, back
 
 
 def _masks(n: int, like: Any) -> tuple[Any, Any]:
@@ -93,65 +152,6 @@ cumulative_prod_p = primitive(
                                                                                 include_initial=include_initial),
     vjp=[_cumprod_vjp], jvp=[_cumprod_jvp],
 )
-
-
-def _prod_forward(xp, x, axis, keepdims):
-    return xp.prod(x, axis=axis, keepdims=keepdims)
-
-
-def _prod_vjp(xp, g, ans, x, axis, keepdims):
-    # Flatten the reduced axes into one last axis; each element's gradient is the product of
-    # the others (exact with zeros), times g.
-    nd = x.ndim
-    kept = tuple(a for a in range(nd) if a not in axis)
-    xl = xp.permute_dims(x, kept + axis)
-    flat_shape = tuple(x.shape[a] for a in kept) + (-1,)
-    others = _others_product(xp, xp.reshape(xl, flat_shape))
-    others = xp.reshape(others, tuple(xl.shape))
-    back = tuple(sorted(range(nd), key=(kept + axis).__getitem__))
-    gk = g if keepdims else xp.reshape(g, tuple(1 if i in axis else s for i, s in enumerate(x.shape)))
-    return gk * xp.permute_dims(others, back)
-
-
-def _prod_jvp(xp, t, ans, x, axis, keepdims):
-    return xp.sum(_prod_vjp(xp, xp.ones_like(ans), ans, x, axis, keepdims) * t, axis=axis, keepdims=keepdims)
-
-
-prod_p = primitive("prod", _prod_forward, vjp=[_prod_vjp], jvp=[_prod_jvp])
-
-
-def _in_dtype(x: Any, dtype: Any) -> Any:
-    """``x`` cast to ``dtype`` when one is asked for (NumPy accumulates small integers in 64
-    bits: the cast is applied before and after the backend's reduction)."""
-    if dtype is None or x.dtype == dtype:
-        return x
-    from .conversions import astype
-
-    return astype(x, dtype)
-
-
-def prod(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
-         keepdims: bool = False) -> Tensor:
-    """The product over ``axis`` (None: all). Its gradient is the product of the other
-    elements, exact where some are zero."""
-    x = _in_dtype(x, dtype)
-    return _in_dtype(prod_p(x, axis=normalize_axis(axis, x.ndim, "prod"), keepdims=keepdims), dtype)
-
-
-def _single_axis(x, axis, op: str) -> int:
-    if axis is None:
-        if x.ndim != 1:
-            raise ValueError(f"agrad.{op}: axis is required for a {x.ndim}-D input")
-        return 0
-    return normalize_axis(axis, x.ndim, op)[0]
-
-
-def cumulative_sum(x: ArrayLike, /, *, axis: int | None = None, dtype: Any = None,
-                   include_initial: bool = False) -> Tensor:
-    """Running sums along ``axis`` (optional for 1-D input); ``include_initial`` starts with 0."""
-    x = _in_dtype(x, dtype)
-    out = cumulative_sum_p(x, axis=_single_axis(x, axis, "cumulative_sum"), include_initial=include_initial)
-    return _in_dtype(out, dtype)
 
 
 def cumulative_prod(x: ArrayLike, /, *, axis: int | None = None, dtype: Any = None,

@@ -64,7 +64,13 @@ def _off_diagonal_inverse(xp, w):
     return (1.0 - eye) / (diff + eye)
 
 
-# --------------------------------------------------------------------------- inv, solve, det
+def _square(x: ArrayLike, op: str) -> None:
+    s = tuple(x.shape)
+    if len(s) < 2 or s[-1] != s[-2]:
+        raise ValueError(f"agrad.linalg.{op}: needs square matrices in the last two axes, got shape {s}")
+
+
+# --------------------------------------------------------------------------- inv, solve, det, slogdet
 
 
 inv_p = primitive(
@@ -72,6 +78,12 @@ inv_p = primitive(
     vjp=[lambda xp, g, ans, a: -_mT(xp, ans) @ g @ _mT(xp, ans)],
     jvp=[lambda xp, t, ans, a: -ans @ t @ ans],
 )
+
+
+def inv(x: ArrayLike, /) -> Tensor:
+    """The inverse of each square matrix."""
+    _square(x, "inv")
+    return inv_p(x)
 
 
 def _solve_vjp(xp, g, ans, wanted, a, b, vector):
@@ -97,17 +109,45 @@ def _solve_jvp(xp, tangents, ans, a, b, vector):
 solve_p = primitive("solve", lambda xp, a, b, vector: xp.linalg.solve(a, b), vjp=_solve_vjp, jvp=_solve_jvp)
 
 
+def solve(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
+    """X with x1 @ X = x2, for square x1 (x2 a matrix (..., M, K) or a vector (M,))."""
+    _square(x1, "solve")
+    vector = len(x2.shape) == 1
+    return solve_p(x1, x2, vector=vector)
+
+
 def _det_vjp(xp, g, ans, a):
     return xp.expand_dims(xp.expand_dims(g * ans, axis=-1), axis=-1) * _mT(xp, xp.linalg.inv(a))
 
 
 det_p = primitive("det", lambda xp, a: xp.linalg.det(a), vjp=[_det_vjp],
                   jvp=[lambda xp, t, ans, a: ans * xp.sum(_diag(xp, xp.linalg.solve(a, t)), axis=-1)])
+
+
+def det(x: ArrayLike, /) -> Tensor:
+    """The determinant of each square matrix."""
+    _square(x, "det")
+    return det_p(x)
+
+
 logabsdet_p = primitive(
     "logabsdet", lambda xp, a: xp.linalg.slogdet(a)[1],
     vjp=[lambda xp, g, ans, a: xp.expand_dims(xp.expand_dims(g, axis=-1), axis=-1) * _mT(xp, xp.linalg.inv(a))],
     jvp=[lambda xp, t, ans, a: xp.sum(_diag(xp, xp.linalg.solve(a, t)), axis=-1)],
 )
+
+
+class SlogdetResult(NamedTuple):
+    sign: Tensor
+    logabsdet: Tensor
+
+
+def slogdet(x: ArrayLike, /) -> SlogdetResult:
+    """(sign, log|det|) of each square matrix; the sign carries no gradient."""
+    _square(x, "slogdet")
+    raw = x._data if isinstance(x, Tensor) else x
+    xp = backend.namespace_of((raw,), "slogdet")
+    return SlogdetResult(Tensor(xp.linalg.slogdet(raw)[0]), logabsdet_p(x))
 
 
 # --------------------------------------------------------------------------- cholesky
@@ -142,6 +182,16 @@ cholesky_p = primitive("cholesky", lambda xp, a: xp.linalg.cholesky(_sym(xp, a))
                        jvp=[_cholesky_jvp])
 
 
+def cholesky(x: ArrayLike, /, *, upper: bool = False) -> Tensor:
+    """The Cholesky factor L (L @ L^T = x) of each symmetric positive-definite matrix, or
+    U = L^T with ``upper=True``. Differentiated as a function of (x + x^T) / 2."""
+    from .linalg import matrix_transpose
+
+    _square(x, "cholesky")
+    low = cholesky_p(x)
+    return matrix_transpose(low) if upper else low
+
+
 # --------------------------------------------------------------------------- eigh
 
 
@@ -173,6 +223,41 @@ def _eigvecs_jvp(xp, t, ans, a):
 
 eigh_vectors_p = primitive("eigh_vectors", lambda xp, a: xp.linalg.eigh(_sym(xp, a))[1], vjp=[_eigvecs_vjp],
                            jvp=[_eigvecs_jvp])
+
+
+def _untraced(x: ArrayLike, op: str) -> tuple[object, object] | None:
+    """(namespace, raw array) when nobody differentiates ``x``: then the backend factorises
+    once for every output (complex input included)."""
+    from ..tape import is_traced
+
+    if is_traced(x):
+        return None
+    raw = x._data if isinstance(x, Tensor) else x
+    return backend.namespace_of((raw,), op), raw
+
+
+class EighResult(NamedTuple):
+    eigenvalues: Tensor
+    eigenvectors: Tensor
+
+
+def eigh(x: ArrayLike, /) -> EighResult:
+    """Eigenvalues (ascending) and eigenvectors (columns) of each symmetric matrix.
+    Differentiated as a function of (x + x^T) / 2; repeated eigenvalues make the
+    eigenvector derivatives inf/nan."""
+    _square(x, "eigh")
+    plain = _untraced(x, "eigh")
+    if plain is not None:
+        xp, raw = plain
+        w, v = xp.linalg.eigh(_sym(xp, raw))  # (the same function as the differentiable path)
+        return EighResult(Tensor(w), Tensor(v))
+    return EighResult(eigvalsh_p(x), eigh_vectors_p(x))
+
+
+def eigvalsh(x: ArrayLike, /) -> Tensor:
+    """The eigenvalues (ascending) of each symmetric matrix."""
+    _square(x, "eigvalsh")
+    return eigvalsh_p(x)
 
 
 # --------------------------------------------------------------------------- svd
@@ -239,6 +324,37 @@ svd_vh_p = primitive(
 )
 
 
+class SVDResult(NamedTuple):
+    U: Tensor
+    S: Tensor
+    Vh: Tensor
+
+
+def svd(x: ArrayLike, /, *, full_matrices: bool = True) -> SVDResult:
+    """U, S, Vh with x = U @ diag(S) @ Vh. The derivative is defined for the reduced
+    factors (``full_matrices=False``, or square x); repeated or zero singular values make
+    the vectors' derivatives inf/nan."""
+    if full_matrices and x.shape[-1] != x.shape[-2]:
+        raw = x._data if isinstance(x, Tensor) else x
+        if isinstance(x, Tensor) and (x.requires_grad or x._tangents is not None):
+            raise ValueError("agrad.linalg.svd: the full (non-square) U or Vh has no unique derivative; pass "
+                             "full_matrices=False")
+        xp = backend.namespace_of((raw,), "svd")
+        u, s, vh = xp.linalg.svd(raw, full_matrices=True)
+        return SVDResult(Tensor(u), Tensor(s), Tensor(vh))
+    plain = _untraced(x, "svd")
+    if plain is not None:
+        xp, raw = plain
+        u, s, vh = xp.linalg.svd(raw, full_matrices=full_matrices)
+        return SVDResult(Tensor(u), Tensor(s), Tensor(vh))
+    return SVDResult(svd_u_p(x), svdvals_p(x), svd_vh_p(x))
+
+
+def svdvals(x: ArrayLike, /) -> Tensor:
+    """The singular values, descending."""
+    return svdvals_p(x)
+
+
 # --------------------------------------------------------------------------- qr
 
 
@@ -285,126 +401,9 @@ qr_r_p = primitive("qr_r", lambda xp, a: xp.linalg.qr(a)[1], vjp=[_qr_r_vjp],
                    jvp=[lambda xp, t, ans, a: _qr_dq_dr(xp, t, a)[1]])
 
 
-# --------------------------------------------------------------------------- public functions
-
-
-class EighResult(NamedTuple):
-    eigenvalues: Tensor
-    eigenvectors: Tensor
-
-
-class SVDResult(NamedTuple):
-    U: Tensor
-    S: Tensor
-    Vh: Tensor
-
-
 class QRResult(NamedTuple):
     Q: Tensor
     R: Tensor
-
-
-class SlogdetResult(NamedTuple):
-    sign: Tensor
-    logabsdet: Tensor
-
-
-def _square(x: ArrayLike, op: str) -> None:
-    s = tuple(x.shape)
-    if len(s) < 2 or s[-1] != s[-2]:
-        raise ValueError(f"agrad.linalg.{op}: needs square matrices in the last two axes, got shape {s}")
-
-
-def inv(x: ArrayLike, /) -> Tensor:
-    """The inverse of each square matrix."""
-    _square(x, "inv")
-    return inv_p(x)
-
-
-def solve(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
-    """X with x1 @ X = x2, for square x1 (x2 a matrix (..., M, K) or a vector (M,))."""
-    _square(x1, "solve")
-    vector = len(x2.shape) == 1
-    return solve_p(x1, x2, vector=vector)
-
-
-def det(x: ArrayLike, /) -> Tensor:
-    """The determinant of each square matrix."""
-    _square(x, "det")
-    return det_p(x)
-
-
-def slogdet(x: ArrayLike, /) -> SlogdetResult:
-    """(sign, log|det|) of each square matrix; the sign carries no gradient."""
-    _square(x, "slogdet")
-    raw = x._data if isinstance(x, Tensor) else x
-    xp = backend.namespace_of((raw,), "slogdet")
-    return SlogdetResult(Tensor(xp.linalg.slogdet(raw)[0]), logabsdet_p(x))
-
-
-def cholesky(x: ArrayLike, /, *, upper: bool = False) -> Tensor:
-    """The Cholesky factor L (L @ L^T = x) of each symmetric positive-definite matrix, or
-    U = L^T with ``upper=True``. Differentiated as a function of (x + x^T) / 2."""
-    from .linalg import matrix_transpose
-
-    _square(x, "cholesky")
-    low = cholesky_p(x)
-    return matrix_transpose(low) if upper else low
-
-
-def _untraced(x: ArrayLike, op: str) -> tuple[object, object] | None:
-    """(namespace, raw array) when nobody differentiates ``x``: then the backend factorises
-    once for every output (complex input included)."""
-    from ..tape import is_traced
-
-    if is_traced(x):
-        return None
-    raw = x._data if isinstance(x, Tensor) else x
-    return backend.namespace_of((raw,), op), raw
-
-
-def eigh(x: ArrayLike, /) -> EighResult:
-    """Eigenvalues (ascending) and eigenvectors (columns) of each symmetric matrix.
-    Differentiated as a function of (x + x^T) / 2; repeated eigenvalues make the
-    eigenvector derivatives inf/nan."""
-    _square(x, "eigh")
-    plain = _untraced(x, "eigh")
-    if plain is not None:
-        xp, raw = plain
-        w, v = xp.linalg.eigh(_sym(xp, raw))  # (the same function as the differentiable path)
-        return EighResult(Tensor(w), Tensor(v))
-    return EighResult(eigvalsh_p(x), eigh_vectors_p(x))
-
-
-def eigvalsh(x: ArrayLike, /) -> Tensor:
-    """The eigenvalues (ascending) of each symmetric matrix."""
-    _square(x, "eigvalsh")
-    return eigvalsh_p(x)
-
-
-def svd(x: ArrayLike, /, *, full_matrices: bool = True) -> SVDResult:
-    """U, S, Vh with x = U @ diag(S) @ Vh. The derivative is defined for the reduced
-    factors (``full_matrices=False``, or square x); repeated or zero singular values make
-    the vectors' derivatives inf/nan."""
-    if full_matrices and x.shape[-1] != x.shape[-2]:
-        raw = x._data if isinstance(x, Tensor) else x
-        if isinstance(x, Tensor) and (x.requires_grad or x._tangents is not None):
-            raise ValueError("agrad.linalg.svd: the full (non-square) U or Vh has no unique derivative; pass "
-                             "full_matrices=False")
-        xp = backend.namespace_of((raw,), "svd")
-        u, s, vh = xp.linalg.svd(raw, full_matrices=True)
-        return SVDResult(Tensor(u), Tensor(s), Tensor(vh))
-    plain = _untraced(x, "svd")
-    if plain is not None:
-        xp, raw = plain
-        u, s, vh = xp.linalg.svd(raw, full_matrices=full_matrices)
-        return SVDResult(Tensor(u), Tensor(s), Tensor(vh))
-    return SVDResult(svd_u_p(x), svdvals_p(x), svd_vh_p(x))
-
-
-def svdvals(x: ArrayLike, /) -> Tensor:
-    """The singular values, descending."""
-    return svdvals_p(x)
 
 
 def qr(x: ArrayLike, /, *, mode: str = "reduced") -> QRResult:

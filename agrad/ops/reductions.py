@@ -41,6 +41,10 @@ def _count(shape, axes) -> int:
     return n
 
 
+def _ndim(x) -> int:
+    return len(x.shape) if hasattr(x, "shape") else 0
+
+
 # Reductions receive ``axis`` already normalised to a tuple by the public wrappers.
 
 sum_p = primitive(
@@ -48,12 +52,34 @@ sum_p = primitive(
     vjp=[lambda xp, g, ans, x, axis, keepdims: xp.broadcast_to(_expand(xp, g, x, axis, keepdims), tuple(x.shape))],
     linear=True,
 )
+
+
+def sum(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
+        keepdims: bool = False) -> Tensor:
+    """Sum over ``axis`` (None: all axes), in ``dtype`` if given (the input is cast first)."""
+    if dtype is not None:
+        from .conversions import astype
+
+        x = astype(x, dtype)
+    out = sum_p(x, axis=normalize_axis(axis, _ndim(x), "sum"), keepdims=keepdims)
+    if dtype is not None and out.dtype != dtype:  # (NumPy accumulates small integers in 64 bits)
+        from .conversions import astype
+
+        out = astype(out, dtype)
+    return out
+
+
 mean_p = primitive(
     "mean", lambda xp, x, axis, keepdims: xp.mean(x, axis=axis, keepdims=keepdims),
     vjp=[lambda xp, g, ans, x, axis, keepdims: xp.broadcast_to(
         _expand(xp, g, x, axis, keepdims) / _count(tuple(x.shape), axis), tuple(x.shape))],
     linear=True,
 )
+
+
+def mean(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+    """Arithmetic mean over ``axis``."""
+    return mean_p(x, axis=normalize_axis(axis, _ndim(x), "mean"), keepdims=keepdims)
 
 
 def _var_scale(x, axis, correction) -> float:
@@ -79,6 +105,13 @@ var_p = primitive(
 )
 
 
+def var(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, correction: float = 0.0,
+        keepdims: bool = False) -> Tensor:
+    """Variance over ``axis`` with ``correction`` degrees of freedom (0: population). With
+    no degrees of freedom left the value and gradient are nan/inf, as in NumPy."""
+    return var_p(x, axis=normalize_axis(axis, _ndim(x), "var"), keepdims=keepdims, correction=correction)
+
+
 def _extremum_rules(name):
     # The rules find the extremal elements by reducing x again rather than by reading the output:
     # code that updates a maximum in place before using it (SciPy's log_softmax:
@@ -99,11 +132,23 @@ def _extremum_rules(name):
 
 
 _max_vjp, _max_jvp = _extremum_rules("max")
-_min_vjp, _min_jvp = _extremum_rules("min")
 max_p = primitive("max", lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims), vjp=[_max_vjp],
                   jvp=[_max_jvp], saves=[(0,)])
+
+
+def max(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+    """Maximum over ``axis``. Tied maxima share the gradient equally."""
+    return max_p(x, axis=normalize_axis(axis, _ndim(x), "max"), keepdims=keepdims)
+
+
+_min_vjp, _min_jvp = _extremum_rules("min")
 min_p = primitive("min", lambda xp, x, axis, keepdims: xp.min(x, axis=axis, keepdims=keepdims), vjp=[_min_vjp],
                   jvp=[_min_jvp], saves=[(0,)])
+
+
+def min(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+    """Minimum over ``axis``. Tied minima share the gradient equally."""
+    return min_p(x, axis=normalize_axis(axis, _ndim(x), "min"), keepdims=keepdims)
 
 
 def _empty_along(x, axis) -> bool:
@@ -128,6 +173,12 @@ logsumexp_p = primitive(
 )
 
 
+def logsumexp(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+    """log(sum(exp(x))) over ``axis``, computed stably (finite for inputs of +-1e4; -inf
+    over an empty axis)."""
+    return logsumexp_p(x, axis=normalize_axis(axis, _ndim(x), "logsumexp"), keepdims=keepdims)
+
+
 def _softmax(xp, x, axis):
     if _empty_along(x, axis):
         return xp.zeros_like(x)
@@ -142,6 +193,11 @@ softmax_p = primitive(
 )
 
 
+def softmax(x: ArrayLike, /, axis: int = -1) -> Tensor:
+    """exp(x) / sum(exp(x)) along ``axis``, computed stably."""
+    return softmax_p(x, axis=normalize_axis(axis, _ndim(x), "softmax"))
+
+
 def _log_softmax(xp, x, axis):
     if _empty_along(x, axis):
         return xp.zeros_like(x)
@@ -154,58 +210,6 @@ log_softmax_p = primitive(
     vjp=[lambda xp, g, ans, x, axis: g - xp.exp(ans) * xp.sum(g, axis=axis, keepdims=True)],
     jvp=[lambda xp, t, ans, x, axis: t - xp.sum(xp.exp(ans) * t, axis=axis, keepdims=True)],
 )
-
-
-def _ndim(x) -> int:
-    return len(x.shape) if hasattr(x, "shape") else 0
-
-
-def sum(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
-        keepdims: bool = False) -> Tensor:
-    """Sum over ``axis`` (None: all axes), in ``dtype`` if given (the input is cast first)."""
-    if dtype is not None:
-        from .conversions import astype
-
-        x = astype(x, dtype)
-    out = sum_p(x, axis=normalize_axis(axis, _ndim(x), "sum"), keepdims=keepdims)
-    if dtype is not None and out.dtype != dtype:  # (NumPy accumulates small integers in 64 bits)
-        from .conversions import astype
-
-        out = astype(out, dtype)
-    return out
-
-
-def mean(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-    """Arithmetic mean over ``axis``."""
-    return mean_p(x, axis=normalize_axis(axis, _ndim(x), "mean"), keepdims=keepdims)
-
-
-def var(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, correction: float = 0.0,
-        keepdims: bool = False) -> Tensor:
-    """Variance over ``axis`` with ``correction`` degrees of freedom (0: population). With
-    no degrees of freedom left the value and gradient are nan/inf, as in NumPy."""
-    return var_p(x, axis=normalize_axis(axis, _ndim(x), "var"), keepdims=keepdims, correction=correction)
-
-
-def max(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-    """Maximum over ``axis``. Tied maxima share the gradient equally."""
-    return max_p(x, axis=normalize_axis(axis, _ndim(x), "max"), keepdims=keepdims)
-
-
-def min(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-    """Minimum over ``axis``. Tied minima share the gradient equally."""
-    return min_p(x, axis=normalize_axis(axis, _ndim(x), "min"), keepdims=keepdims)
-
-
-def logsumexp(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-    """log(sum(exp(x))) over ``axis``, computed stably (finite for inputs of +-1e4; -inf
-    over an empty axis)."""
-    return logsumexp_p(x, axis=normalize_axis(axis, _ndim(x), "logsumexp"), keepdims=keepdims)
-
-
-def softmax(x: ArrayLike, /, axis: int = -1) -> Tensor:
-    """exp(x) / sum(exp(x)) along ``axis``, computed stably."""
-    return softmax_p(x, axis=normalize_axis(axis, _ndim(x), "softmax"))
 
 
 def log_softmax(x: ArrayLike, /, axis: int = -1) -> Tensor:
