@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Sequence
 
-from . import backend, tape
+from . import backend, ops, tape, transforms
 from .tensor import Tensor
 
 
@@ -45,8 +45,6 @@ def _check_gradient_shape(name: str, kind: str, i: int, grad: Any, arg: Any) -> 
 
 def _inner_product(grads: Sequence[Any], tangents: Sequence[Any]) -> Tensor | None:
     """sum_i <grads[i], tangents[i]> over the arguments that have a tangent."""
-    from . import ops
-
     total = None
     for gr, t in zip(grads, tangents):
         if t is None or gr is None:
@@ -63,8 +61,6 @@ def _transposed_jvp(pullback: Callable[[Tensor], Sequence[Any]], ans: Tensor, ta
     is linear in the cotangent, so transposing it gives the JVP (and, being written with
     agrad ops, the result can be differentiated again).
     """
-    from . import ops
-
     u = Tensor(_zeros_like(ans), requires_grad=True)
     with tape.enable_grad():
         s = _inner_product(pullback(u), tangents)
@@ -245,8 +241,6 @@ def checkpoint(f: Callable) -> Callable:
         return out._data
 
     def vjp(xp, g, ans, wanted, *args):
-        from . import transforms
-
         recorded = isinstance(g, Tensor)  # create_graph: differentiate through the recomputation
         xs, targets = [], []
         for a, w in zip(args, wanted):
@@ -266,8 +260,6 @@ def checkpoint(f: Callable) -> Callable:
         return [_as_mode(next(it), g, a) if w else None for a, w in zip(args, wanted)]
 
     def jvp(xp, tangents, ans, *args):
-        from . import transforms
-
         idx = [i for i, t in enumerate(tangents) if t is not None]
 
         def f_sel(*sel):

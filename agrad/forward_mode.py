@@ -106,7 +106,7 @@ def _rule(prim: Any, level: int, args: tuple, params: dict, out: Tensor, dxp: An
     ts = [_tangent(a, level) for a in args]
     if all(t is None for t in ts):
         return None
-    from .tape import constants_as_tensors
+    from .tape import constants_as_tensors  # (late: the tape imports this module)
 
     args = tuple(constants_as_tensors(args))
     rule = prim.rules.get(JVP)

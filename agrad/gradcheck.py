@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from . import backend, tape
+from . import backend, ops, tape
 from .tensor import Tensor
 
 
@@ -60,8 +60,6 @@ def _projected(f: Callable, u: dict) -> Callable:
             raw = backend.from_numpy(u["host"], backend=key[0], device=out.device)
             xp = backend.namespace_of((raw,), "check_grad")
             u["u"][key] = xp.astype(raw, out.data.dtype)
-        from . import ops
-
         return ops.sum(out * u["u"][key])
 
     return scalar
@@ -121,8 +119,6 @@ def _gradient_projection(scalar: Callable, wrt: list[int], seed: int, inputs: Se
         with tape.enable_grad():
             out = scalar(*xs)
             grads = tape.gradients([out], targets, create_graph=True)
-        from . import ops
-
         total = None
         for i, g in zip(wrt, grads):
             w = backend.from_numpy(w_host[i], backend=backend.namespace_of((g.data,), "check_grad").name,

@@ -30,10 +30,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from . import backend, forward_mode, tape
+from . import ops as _ops  # (agrad.ops imports this module: a real cycle; only called at run time)
 from .compile import trace as tracing
 from .tensor import Tensor, bump_version
-
-_ops: Any = None  # agrad.ops, bound when it is imported (it needs this module first)
 
 
 def augmented(t: Tensor, other: Any, op: str) -> Tensor:

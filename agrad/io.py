@@ -24,6 +24,7 @@ import tempfile
 from typing import Any
 
 from . import backend
+from .nn.layers import Linear
 from .tensor import Tensor
 
 __all__ = ["CheckpointError", "from_torch_state_dict", "load", "load_with_metadata", "save", "to_torch_state_dict"]
@@ -152,8 +153,6 @@ def load(path: str | os.PathLike, device: Any = None, backend_name: str | None =
 
 
 def _linear_weight_names(module: Any) -> set[str]:
-    from .nn.layers import Linear
-
     return {f"{name}.weight" if name else "weight" for name, m in module.named_modules() if isinstance(m, Linear)}
 
 

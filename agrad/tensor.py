@@ -17,9 +17,6 @@ ArrayLike = Any
 Python scalar (a constant)."""
 
 _AGRAD_DTYPES: dict = {}  # backend dtype class -> {backend dtype -> agrad dtype}, filled on first sight
-_ops: Any = None  # agrad.ops, bound when it is imported (it needs this module first)
-_tape: Any = None
-_inplace: Any = None  # agrad.inplace, bound likewise
 
 
 class Tensor:
@@ -298,7 +295,7 @@ class Tensor:
         and is differentiable."""
         if api_version not in (None, "2023.12", "2024.12"):
             raise ValueError(f"agrad: array API version {api_version!r} is not supported; agrad implements 2024.12")
-        import agrad
+        import agrad  # (late: agrad imports this module)
 
         return agrad
 
@@ -413,3 +410,10 @@ def _check_update(t: Tensor, what: str) -> None:
         )
     if t._tangents is not None and _tape.is_traced(t):
         raise RuntimeError(f"agrad: {what} on a tensor that carries a forward-mode tangent (inside agrad.jvp)")
+
+
+# A Tensor's operators and methods call agrad.ops, agrad.tape and agrad.inplace, which all
+# import this module: a real cycle, broken here, once Tensor and its helpers exist.
+from . import inplace as _inplace  # noqa: E402
+from . import ops as _ops  # noqa: E402
+from . import tape as _tape  # noqa: E402

@@ -13,7 +13,7 @@ import functools
 import math
 from typing import Any, Callable, Sequence
 
-from . import backend, forward_mode, tape, tree
+from . import backend, forward_mode, ops, tape, tree
 from .tensor import Tensor, alias
 
 
@@ -40,10 +40,8 @@ def target(x: Any) -> Tensor:
     """
     if isinstance(x, Tensor):
         if x.requires_grad:
-            from .ops import identity
-
             with tape.enable_grad():
-                return identity(x)
+                return ops.identity(x)
         t = alias(x).requires_grad_(True)  # (one version counter: an update of x is seen)
         if x._tangents is not None:
             t._tangents = dict(x._tangents)
@@ -209,10 +207,8 @@ def jvp(f: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[A
     inputs = []
     for k, (p, t) in enumerate(zip(p_leaves, t_leaves)):
         if isinstance(p, Tensor) and p.requires_grad:
-            from .ops import identity
-
             with tape.enable_grad():
-                x = identity(p)  # a node of its own: keeps p's tape and tangents, and may be annotated
+                x = ops.identity(p)  # a node of its own: keeps p's tape and tangents, and may be annotated
         elif isinstance(p, Tensor):
             x = alias(p)
             x._tangents = dict(p._tangents) if p._tangents is not None else None
@@ -223,15 +219,11 @@ def jvp(f: Callable, primals: Sequence[Any], tangents: Sequence[Any]) -> tuple[A
         elif hasattr(t, "shape"):
             tt = Tensor(t)
         else:  # a Python number: beside its primal
-            from .ops import full_like
-
-            tt = full_like(x, t)
+            tt = ops.full_like(x, t)
         if tt.shape != x.shape:
             raise ValueError(f"agrad.jvp: tangent {k} has shape {tt.shape} but its primal has shape {x.shape}")
         if tt.dtype != x.dtype:
-            from .ops import astype
-
-            tt = astype(tt, x.dtype)
+            tt = ops.astype(tt, x.dtype)
         forward_mode.attach(x, level, tt)
         inputs.append(x)
     out = f(*tree.unflatten(p_def, inputs))
@@ -279,8 +271,6 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto") 
     """
     if mode not in ("auto", "forward", "reverse"):
         raise ValueError(f"agrad.jacobian: mode must be 'auto', 'forward' or 'reverse', got {mode!r}")
-    from . import ops
-
     def jac(*args: Any):
         nums = _argnums(argnums, len(args), "jacobian")
         specs, xs = [], []

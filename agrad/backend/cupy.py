@@ -101,7 +101,7 @@ class CupyBackend(UfuncReplays, Backend):
             return x.get()
         target = self.resolve_device(device)
         if not _is_cupy_device(target):
-            from . import describe
+            from . import describe  # (late: the package imports this module)
 
             raise BackendError(f"agrad.to_device: cannot move {describe(x)} to {device!r}")
         return _cupy_to_cupy(x, target)

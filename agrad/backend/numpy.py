@@ -69,7 +69,7 @@ class NumpyBackend(UfuncReplays, Backend):
         for other in REGISTRY.values():
             if other.receives_host_transfers and other.claims_device(device):
                 return other.from_host(None, x, device)
-        from . import describe
+        from . import describe  # (late: the package imports this module)
 
         raise BackendError(f"agrad.to_device: cannot move {describe(x)} to {device!r}")
 

@@ -7,9 +7,6 @@ with under ``create_graph=True``, so it mirrors the array API names they use.
 
 import math as _math
 
-from .. import inplace as _inplace_module
-from .. import tape as _tape_module
-from .. import tensor as _tensor_module
 from . import linalg as linalg  # agrad.linalg, and xp.linalg for rules run on Tensors
 from .conversions import astype, identity, to_device
 from .creation import (
@@ -132,9 +129,6 @@ from .trigonometric import acos, acosh, asin, asinh, atan, atan2, atanh, cosh, h
 # The standard's constants.
 e, inf, nan, pi, newaxis = _math.e, _math.inf, _math.nan, _math.pi, None
 
-_tensor_module._ops = _inplace_module._ops = __import__(__name__, fromlist=["_"])
-_tensor_module._tape = _tape_module
-_tensor_module._inplace = _inplace_module
 
 __all__ = [
     "abs", "acos", "acosh", "add", "all", "any", "arange", "argmax", "argmin", "argsort", "asarray", "asin",

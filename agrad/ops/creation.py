@@ -7,6 +7,9 @@ from typing import Any
 
 from .. import backend, dtypes
 from ..tensor import ArrayLike, Tensor, shared_counter
+from .conversions import astype, to_device
+from .elementwise import where
+from .shapes import broadcast_to, reshape, stack
 
 
 def _raw(x: Any) -> Any:
@@ -33,8 +36,6 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
             )
         out = _stack_nested(data, _first_tensor(data))
         if device is not None:
-            from .conversions import to_device
-
             out = to_device(out, device)
         return out if dtype is None else _astype(out, dtype)
     return Tensor(_new_array(_raw(data), dtype, device, copy=True, op="tensor"), requires_grad=requires_grad)
@@ -51,7 +52,6 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
         if dtype is None and device is None and not copy:
             return obj
         if obj.requires_grad or obj._tangents is not None:  # keep the history: differentiable conversions
-            from .conversions import to_device
 
             out = obj if device is None else to_device(obj, device)
             out = out if dtype is None else _astype(out, dtype)
@@ -138,8 +138,6 @@ def _first_tensor(seq: Any) -> Tensor:
 
 def _stack_nested(x: Any, like: Tensor) -> Tensor:
     """A nested sequence of Tensors, arrays and numbers as one differentiable Tensor."""
-    from .shapes import stack
-
     if isinstance(x, Tensor):
         return x
     if _is_array(x):
@@ -161,8 +159,6 @@ def _stack_nested(x: Any, like: Tensor) -> Tensor:
 
 
 def _astype(x: Tensor, dtype: Any) -> Tensor:
-    from .conversions import astype
-
     xp = backend.namespace_of((x.data,), "tensor")
     resolved = backend.resolve_dtype(xp, dtype)
     return x if x.data.dtype == resolved else astype(x, resolved)
@@ -266,8 +262,6 @@ def linspace(start: float, stop: float, /, num: int, *, dtype: Any = None, devic
 def meshgrid(*arrays: ArrayLike, indexing: str = "xy") -> list[Tensor]:
     """Coordinate grids from 1-D arrays ('xy': Cartesian, 'ij': matrix indexing);
     differentiable (each grid is its array broadcast)."""
-    from .shapes import broadcast_to, reshape
-
     if indexing not in ("xy", "ij"):
         raise ValueError(f"agrad.meshgrid: indexing must be 'xy' or 'ij', got {indexing!r}")
     n = len(arrays)
@@ -283,8 +277,6 @@ def meshgrid(*arrays: ArrayLike, indexing: str = "xy") -> list[Tensor]:
 
 
 def _triangle(name: str, x: ArrayLike, k: int) -> Tensor:
-    from .elementwise import where
-
     raw = x._data if isinstance(x, Tensor) else x
     xp = backend.namespace_of((raw,), name)
     rows = xp.arange(raw.shape[-2], device=raw.device)

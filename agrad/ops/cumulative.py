@@ -11,7 +11,10 @@ from typing import Any
 from .. import backend
 from ..tape import primitive
 from ..tensor import ArrayLike, Tensor
-from .reductions import normalize_axis
+from .conversions import astype
+from .elementwise import sqrt
+from .reductions import normalize_axis, var
+from .shapes import concat, getitem
 
 
 def _in_dtype(x: Any, dtype: Any) -> Any:
@@ -19,7 +22,6 @@ def _in_dtype(x: Any, dtype: Any) -> Any:
     bits: the cast is applied before and after the backend's reduction)."""
     if dtype is None or x.dtype == dtype:
         return x
-    from .conversions import astype
 
     return astype(x, dtype)
 
@@ -166,8 +168,6 @@ def cumulative_prod(x: ArrayLike, /, *, axis: int | None = None, dtype: Any = No
 def diff(x: ArrayLike, /, *, axis: int = -1, n: int = 1, prepend: ArrayLike | None = None,
          append: ArrayLike | None = None) -> Tensor:
     """The n-th forward difference along ``axis`` (after joining ``prepend`` / ``append``)."""
-    from .shapes import concat, getitem
-
     if n < 0:
         raise ValueError(f"agrad.diff: n must be >= 0, got {n}")
     axis = normalize_axis(axis, x.ndim, "diff")[0]
@@ -183,7 +183,4 @@ def std(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, correctio
         keepdims: bool = False) -> Tensor:
     """The standard deviation: sqrt(var). Its gradient is inf/nan where the spread is 0,
     as in NumPy and PyTorch."""
-    from .elementwise import sqrt
-    from .reductions import var
-
     return sqrt(var(x, axis=axis, correction=correction, keepdims=keepdims))

@@ -9,7 +9,9 @@ from typing import Any
 
 from .. import backend, dtypes
 from ..dtypes import DType
+from ..tape import is_traced
 from ..tensor import ArrayLike, Tensor
+from .elementwise import positive
 
 _KIND_GROUPS = {
     "integral": ("signed integer", "unsigned integer"),
@@ -100,7 +102,6 @@ def _complex_part(x: ArrayLike, op: str) -> Any:
     real input. Derivatives of complex functions are not supported yet: a clear error."""
     if not isdtype(_dtype_of(x), "complex floating"):
         return None
-    from ..tape import is_traced
 
     if is_traced(x):
         raise TypeError(f"agrad.{op}: derivatives of complex numbers are not supported yet (agrad differentiates "
@@ -112,8 +113,6 @@ def _complex_part(x: ArrayLike, op: str) -> Any:
 def real(x: ArrayLike, /) -> Tensor:
     """The real part (``x`` itself for real input). Complex input is computed, but not
     differentiated (a clear error if it is traced)."""
-    from .elementwise import positive
-
     out = _complex_part(x, "real")
     return positive(x) if out is None else Tensor(out)
 
@@ -128,8 +127,6 @@ def imag(x: ArrayLike, /) -> Tensor:
 
 def conj(x: ArrayLike, /) -> Tensor:
     """The complex conjugate (``x`` itself for real input); complex input as for :func:`real`."""
-    from .elementwise import positive
-
     out = _complex_part(x, "conj")
     return positive(x) if out is None else Tensor(out)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .. import backend
-from ..tape import primitive
+from ..tape import is_traced, primitive
 from ..tensor import ArrayLike, Tensor
 
 
@@ -185,7 +185,7 @@ cholesky_p = primitive("cholesky", lambda xp, a: xp.linalg.cholesky(_sym(xp, a))
 def cholesky(x: ArrayLike, /, *, upper: bool = False) -> Tensor:
     """The Cholesky factor L (L @ L^T = x) of each symmetric positive-definite matrix, or
     U = L^T with ``upper=True``. Differentiated as a function of (x + x^T) / 2."""
-    from .linalg import matrix_transpose
+    from .linalg import matrix_transpose  # (late: linalg re-exports this module's functions)
 
     _square(x, "cholesky")
     low = cholesky_p(x)
@@ -228,8 +228,6 @@ eigh_vectors_p = primitive("eigh_vectors", lambda xp, a: xp.linalg.eigh(_sym(xp,
 def _untraced(x: ArrayLike, op: str) -> tuple[object, object] | None:
     """(namespace, raw array) when nobody differentiates ``x``: then the backend factorises
     once for every output (complex input included)."""
-    from ..tape import is_traced
-
     if is_traced(x):
         return None
     raw = x._data if isinstance(x, Tensor) else x

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backend, dtypes
+from .data_types import isdtype
 
 
 class Info:
@@ -31,8 +32,6 @@ class Info:
                 "integral": dtypes.ALL["int64"], "indexing": dtypes.ALL["int64"]}
 
     def dtypes(self, *, device: Any = None, kind: Any = None) -> dict[str, dtypes.DType]:
-        from .data_types import isdtype
-
         names = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32",
                  "float64", "complex64", "complex128"]
         out = {n: dtypes.ALL[n] for n in names}

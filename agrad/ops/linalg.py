@@ -3,11 +3,20 @@ vecdot, and the array API's linalg extension (this module is ``agrad.linalg``)."
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .. import backend
-from ..tape import primitive
+from ..tape import is_traced, primitive
 from ..tensor import ArrayLike, Tensor
+from . import reductions as R
+from .creation import ones_like, zeros
+from .data_types import conj, finfo, isdtype
+from .elementwise import abs as _abs
+from .elementwise import pow as _pow
+from .elementwise import where
+from .no_gradient import count_nonzero
+from .shapes import broadcast_to, expand_dims, getitem, moveaxis, reshape, stack, take
 
 
 def _matmul_vjp_x(xp, g, ans, x, y):
@@ -179,9 +188,6 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> Te
 
 def vecdot(x1: ArrayLike, x2: ArrayLike, /, *, axis: int = -1) -> Tensor:
     """The dot product of vectors along ``axis`` (the other axes broadcast): sum(conj(x1) * x2)."""
-    from .data_types import conj, isdtype
-    from .reductions import sum
-
     n1, n2 = x1.shape[axis] if x1.ndim else None, x2.shape[axis] if x2.ndim else None
     if n1 is None or n1 != n2:
         raise ValueError(f"agrad.vecdot: axis {axis} must have the same length in both arrays, got shapes "
@@ -189,7 +195,7 @@ def vecdot(x1: ArrayLike, x2: ArrayLike, /, *, axis: int = -1) -> Tensor:
     if isdtype(x1.dtype, "complex floating"):
         x1 = conj(x1)
     prod = x1 * x2
-    return sum(prod, axis=axis, dtype=prod.dtype)
+    return R.sum(prod, axis=axis, dtype=prod.dtype)
 
 
 # --------------------------------------------------------------------------- the linalg extension
@@ -201,6 +207,7 @@ from .decompositions import (  # noqa: E402  (re-exported: xp.linalg.* in rules 
     QRResult,
     SlogdetResult,
     SVDResult,
+    _eye_like,
     cholesky,
     det,
     eigh,
@@ -222,16 +229,12 @@ __all__ = [
 
 def _two_norm_vjp(xp, g, ans, x, axis, keepdims):
     # x / |x|, and 0 where |x| = 0 (a subgradient, as PyTorch), not 0 / 0.
-    from .reductions import _expand
-
-    norm = _expand(xp, ans, x, axis, keepdims)
-    return _expand(xp, g, x, axis, keepdims) * x / xp.where(norm == 0.0, 1.0, norm)
+    norm = R._expand(xp, ans, x, axis, keepdims)
+    return R._expand(xp, g, x, axis, keepdims) * x / xp.where(norm == 0.0, 1.0, norm)
 
 
 def _two_norm_jvp(xp, t, ans, x, axis, keepdims):
-    from .reductions import _expand
-
-    norm = _expand(xp, ans, x, axis, keepdims)
+    norm = R._expand(xp, ans, x, axis, keepdims)
     return xp.sum(t * x / xp.where(norm == 0.0, 1.0, norm), axis=axis, keepdims=keepdims)
 
 
@@ -245,35 +248,24 @@ def vector_norm(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, k
                 ord: float = 2) -> Tensor:
     """The ``ord``-norm over ``axis`` (None: all elements). At the zero vector the gradient
     of the 2-norm is 0 (a subgradient, as PyTorch), not nan."""
-    import math
-
-    from . import reductions as R
-    from .elementwise import abs, pow
-    from .no_gradient import count_nonzero
-
     axes = R.normalize_axis(axis, x.ndim, "vector_norm")
     if ord == 2:
         return vector_norm_2_p(x, axis=axes, keepdims=keepdims)
     if ord == math.inf:
-        return R.max(abs(x), axis=axes, keepdims=keepdims)
+        return R.max(_abs(x), axis=axes, keepdims=keepdims)
     if ord == -math.inf:
-        return R.min(abs(x), axis=axes, keepdims=keepdims)
+        return R.min(_abs(x), axis=axes, keepdims=keepdims)
     if ord == 0:  # the number of nonzero elements: no gradient
         count = count_nonzero(x, axis=axes, keepdims=keepdims)._data
         xp = backend.namespace_of((count,), "vector_norm")
         return Tensor(xp.astype(count, (x._data if isinstance(x, Tensor) else x).dtype))
     if ord == 1:
-        return R.sum(abs(x), axis=axes, keepdims=keepdims)
-    return pow(R.sum(pow(abs(x), float(ord)), axis=axes, keepdims=keepdims), 1.0 / ord)
+        return R.sum(_abs(x), axis=axes, keepdims=keepdims)
+    return _pow(R.sum(_pow(_abs(x), float(ord)), axis=axes, keepdims=keepdims), 1.0 / ord)
 
 
 def matrix_norm(x: ArrayLike, /, *, keepdims: bool = False, ord: Any = "fro") -> Tensor:
     """The matrix norm over the last two axes: 'fro', 'nuc', 1, -1, 2, -2, inf or -inf."""
-    import math
-
-    from . import reductions as R
-    from .elementwise import abs
-
     axes = (x.ndim - 2, x.ndim - 1)
     if ord == "fro":
         return vector_norm(x, axis=axes, keepdims=keepdims)
@@ -281,30 +273,23 @@ def matrix_norm(x: ArrayLike, /, *, keepdims: bool = False, ord: Any = "fro") ->
         s = svdvals(x)
         out = R.sum(s, axis=-1) if ord == "nuc" else (R.max(s, axis=-1) if ord == 2 else R.min(s, axis=-1))
     elif ord in (1, -1):
-        cols = R.sum(abs(x), axis=-2)
+        cols = R.sum(_abs(x), axis=-2)
         out = R.max(cols, axis=-1) if ord == 1 else R.min(cols, axis=-1)
     elif ord in (math.inf, -math.inf):
-        rows = R.sum(abs(x), axis=-1)
+        rows = R.sum(_abs(x), axis=-1)
         out = R.max(rows, axis=-1) if ord == math.inf else R.min(rows, axis=-1)
     else:
         raise ValueError(f"agrad.linalg.matrix_norm: unknown ord {ord!r}")
     if keepdims:
-        from .shapes import expand_dims
-
         out = expand_dims(expand_dims(out, axis=-1), axis=-1)
     return out
 
 
 def matrix_power(x: ArrayLike, n: int, /) -> Tensor:
     """x @ x @ ... (n times) for each square matrix; n < 0 uses the inverse, n == 0 the identity."""
-    from .creation import ones_like
-    from .shapes import broadcast_to
-
     if not isinstance(n, int):
         raise TypeError(f"agrad.linalg.matrix_power: n must be an integer, got {n!r}")
     if n == 0:
-        from .decompositions import _eye_like
-
         raw = x._data if isinstance(x, Tensor) else x
         eye = _eye_like(None, raw.shape[-1], raw)
         return broadcast_to(ones_like(x)[..., 0:1, 0:1] * Tensor(eye), tuple(x.shape))
@@ -329,8 +314,6 @@ def matrix_rank(x: ArrayLike, /, *, rtol: float | None = None) -> Tensor:
 
 def diagonal(x: ArrayLike, /, *, offset: int = 0) -> Tensor:
     """The ``offset`` diagonal of the last two axes."""
-    from .shapes import reshape, take
-
     rows, cols = x.shape[-2], x.shape[-1]
     start_r, start_c = max(-offset, 0), max(offset, 0)
     length = max(0, min(rows - start_r, cols - start_c))
@@ -344,15 +327,11 @@ def diagonal(x: ArrayLike, /, *, offset: int = 0) -> Tensor:
 
 def trace(x: ArrayLike, /, *, offset: int = 0, dtype: Any = None) -> Tensor:
     """The sum of the ``offset`` diagonal of the last two axes."""
-    from .reductions import sum
-
-    return sum(diagonal(x, offset=offset), axis=-1, dtype=dtype)
+    return R.sum(diagonal(x, offset=offset), axis=-1, dtype=dtype)
 
 
 def outer(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
     """The outer product of two vectors."""
-    from .shapes import expand_dims
-
     if len(x1.shape) != 1 or len(x2.shape) != 1:
         raise ValueError(f"agrad.linalg.outer: needs two vectors, got shapes {tuple(x1.shape)} and {tuple(x2.shape)}")
     return expand_dims(x1, axis=1) * expand_dims(x2, axis=0)
@@ -360,8 +339,6 @@ def outer(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
 
 def cross(x1: ArrayLike, x2: ArrayLike, /, *, axis: int = -1) -> Tensor:
     """The cross product of 3-vectors along ``axis`` (the other axes broadcast)."""
-    from .shapes import getitem, stack
-
     if x1.shape[axis] != 3 or x2.shape[axis] != 3:
         raise ValueError(f"agrad.linalg.cross: axis {axis} must have length 3, got shapes {tuple(x1.shape)} and "
                          f"{tuple(x2.shape)}")
@@ -376,19 +353,12 @@ def cross(x1: ArrayLike, x2: ArrayLike, /, *, axis: int = -1) -> Tensor:
     out = stack([p[1] * q[2] - p[2] * q[1], p[2] * q[0] - p[0] * q[2], p[0] * q[1] - p[1] * q[0]], axis=-1)
     nd = out.ndim
     ax = nd + axis if axis < 0 else axis
-    from .shapes import moveaxis
-
     return moveaxis(out, -1, ax) if ax != nd - 1 else out
 
 
 def pinv(x: ArrayLike, /, *, rtol: float | None = None) -> Tensor:
     """The Moore-Penrose pseudo-inverse, from the reduced SVD; singular values at or below
     rtol * the largest are treated as zero (their derivative too)."""
-    from ..tape import is_traced
-    from .creation import zeros
-    from .elementwise import where
-    from .reductions import max as rmax
-
     raw = x._data if isinstance(x, Tensor) else x
     if not is_traced(x):  # nothing to differentiate: the backend's own pinv (complex input included)
         xp = backend.namespace_of((raw,), "pinv")
@@ -399,18 +369,12 @@ def pinv(x: ArrayLike, /, *, rtol: float | None = None) -> Tensor:
     if rtol is None:
         rtol = max(x.shape[-2], x.shape[-1]) * _eps(x)
     elif hasattr(rtol, "shape") and len(rtol.shape):  # one tolerance per matrix of the batch
-        from .shapes import expand_dims as _expand_dims
-
-        rtol = _expand_dims(Tensor(rtol._data if isinstance(rtol, Tensor) else rtol), axis=-1)
-    cutoff = rmax(s, axis=-1, keepdims=True).detach() * rtol
+        rtol = expand_dims(Tensor(rtol._data if isinstance(rtol, Tensor) else rtol), axis=-1)
+    cutoff = R.max(s, axis=-1, keepdims=True).detach() * rtol
     keep = s > cutoff
     s_inv = where(keep, 1.0 / where(keep, s, 1.0), 0.0)
-    from .shapes import expand_dims
-
     return matrix_transpose(vh) @ (expand_dims(s_inv, axis=-1) * matrix_transpose(u))
 
 
 def _eps(x: ArrayLike) -> float:
-    from .data_types import finfo
-
     return finfo(x.dtype if isinstance(x, Tensor) else x.dtype).eps

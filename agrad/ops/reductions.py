@@ -8,6 +8,7 @@ from typing import Any
 
 from ..tape import primitive
 from ..tensor import ArrayLike, Tensor
+from .conversions import astype
 
 
 def normalize_axis(axis, ndim: int, op: str) -> tuple:
@@ -58,12 +59,9 @@ def sum(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, dtype: An
         keepdims: bool = False) -> Tensor:
     """Sum over ``axis`` (None: all axes), in ``dtype`` if given (the input is cast first)."""
     if dtype is not None:
-        from .conversions import astype
-
         x = astype(x, dtype)
     out = sum_p(x, axis=normalize_axis(axis, _ndim(x), "sum"), keepdims=keepdims)
     if dtype is not None and out.dtype != dtype:  # (NumPy accumulates small integers in 64 bits)
-        from .conversions import astype
 
         out = astype(out, dtype)
     return out

@@ -10,6 +10,9 @@ from typing import Any, Sequence
 from .. import backend, dtypes
 from ..tape import primitive, read_only_view
 from ..tensor import ArrayLike, Tensor
+from .conversions import astype
+from .data_types import broadcast_shapes
+from .elementwise import positive
 from .reductions import normalize_axis
 
 # Every op here is linear in its array arguments, so the output's tangent is the op applied
@@ -196,8 +199,6 @@ def assign(x: ArrayLike, key: Any, value: ArrayLike) -> Tensor:
     backend (the standard leaves it unspecified), and the derivative follows the value
     that was kept: the others get none.
     """
-    from .conversions import astype
-
     if not isinstance(x, Tensor):
         x = Tensor(x)
     raw = x._data
@@ -406,9 +407,6 @@ def _copy(x: Tensor) -> Tensor:
     """A copy of ``x`` in new memory, as a recorded op: ``positive(x)``, except for booleans,
     for which the standard has no ``positive`` (array-api-strict refuses it); they carry no
     derivative, and ``astype`` copies them."""
-    from .conversions import astype
-    from .elementwise import positive
-
     return astype(x, x.dtype) if x.dtype == dtypes.ALL["bool"] else positive(x)
 
 
@@ -442,8 +440,6 @@ def unstack(x: ArrayLike, /, *, axis: int = 0) -> tuple[Tensor, ...]:
 
 def broadcast_arrays(*arrays: ArrayLike) -> list[Tensor]:
     """The arrays broadcast to their common shape."""
-    from .data_types import broadcast_shapes
-
     shape = broadcast_shapes(*(tuple(a.shape) for a in arrays))
     return [broadcast_to(a, shape) for a in arrays]
 
