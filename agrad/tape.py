@@ -126,8 +126,7 @@ class Primitive:
         self.rules[kind] = rule
         return self
 
-    def __call__(self, *args: Any, **params: Any) -> Tensor:
-        return apply(self, args, params)
+    # __call__(*args, **params): the op on its arguments, recorded when needed (apply, below).
 
     def __repr__(self) -> str:
         return f"<agrad primitive {self.name}>"
@@ -318,15 +317,15 @@ def _linear_jvp(prim: Primitive) -> Rule:
 # --------------------------------------------------------------------------- forward
 
 
-def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
-    """Run ``prim`` on ``args`` and, when a differentiable input needs it, record it."""
+def apply(prim: Primitive, /, *args: Any, **params: Any) -> Tensor:
+    """Run ``prim`` on ``args`` and, when a differentiable input needs it, record it:
+    ``prim(*args, **params)`` (this is :meth:`Primitive.__call__`, one frame per op)."""
     tracer = tracing._TRACER
     if tracer is not None:  # agrad.compile is tracing: outside arrays become proxies
         args = tracer.adopt_args(args)
     raw = []
-    needs_grad = False
-    has_tangents = False
-    counted = False  # an input has a version counter (updated in place, or a view): record the versions
+    needs_grad = has_tangents = counted = False  # counted: an input has a version counter (updated in place,
+    cls = None  # or a view): record the versions. cls: the class of the arrays, while they are all one
     for a in args:
         if isinstance(a, Tensor):
             if a._vc is not None:
@@ -334,16 +333,26 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
                 view = a._view
                 if view is not None and view[2] != generation(view[0]):
                     refresh(a)  # its base was updated in place since: the same view of the new base
-            raw.append(a._data)
+            d = a._data
+            raw.append(d)
             if a.requires_grad:
                 needs_grad = True
             if a._tangents is not None:
                 has_tangents = True
+            if d.__class__ is not cls:
+                cls = _SEVERAL if cls is not None else d.__class__
         else:
             raw.append(a)
-    xp = namespace_of(raw, prim.name)
-    if xp is None:
-        xp = backend.creation_namespace()
+            c = a.__class__
+            if c is not cls and c not in _SCALARS:  # a raw array (or something namespace_of refuses)
+                cls = _SEVERAL if cls is not None else c
+    # One array class on a single-device backend: that backend, without asking namespace_of
+    # (which finds the same, and checks backends and devices when there is more to check).
+    xp = _by_type.get(cls)
+    if xp is None or xp.multi_device:
+        xp = namespace_of(raw, prim.name)
+        if xp is None:
+            xp = backend.creation_namespace()
     out = prim.forward(xp, *raw, **params)
     plain_params = params
     if prim.has_aux:
@@ -389,6 +398,10 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
     return t
 
 
+Primitive.__call__ = apply  # type: ignore[method-assign]
+_SEVERAL = object()  # (no namespace's array class): arrays of several classes
+_SCALARS = frozenset((bool, int, float, complex))  # the Python scalars, which have no namespace
+_by_type = backend._BY_TYPE
 _new = object.__new__
 namespace_of = backend.namespace_of
 as_array = backend.as_array
@@ -494,7 +507,7 @@ def refresh(v: Tensor) -> None:
     with _set_grad(True):
         r = base
         for prim, params in steps:
-            r = apply(prim, (r,), params)
+            r = apply(prim, r, **params)
     old = shell(v)
     v._view = r._view if r._view is not None else (base, steps, generation(base))
     if r._prim is None and v._prim is None:  # a constant before and after: only the tangents may change
@@ -564,11 +577,12 @@ def _dependency_counts(roots: Sequence[Tensor]) -> dict[int, int]:
         if r._prim is not None and id(r) not in counts:
             counts[id(r)] = 0
             stack.append(r)
+    replaced = _REPLACED[0]  # (nothing below replaces a node)
     while stack:
         t = stack.pop()
         if t._prim is RELEASED:
             raise _released_error(t)
-        if _REPLACED[0]:
+        if replaced:
             for a in t._args:
                 if isinstance(a, Tensor) and a._past is not None:
                     _resolve_args(t)
@@ -735,17 +749,17 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
             k = id(r)
             pending[k] = s if k not in pending else pending[k] + s
     # A root may also feed another root: it is ready only once nothing leads to it.
+    # ready: (node, its gradient) for the nodes whose users are all done.
     ready = []
     for r in roots:
-        if r._prim is not None and counts.get(id(r)) == 0 and not any(q is r for q in ready):
-            ready.append(r)
+        if r._prim is not None and counts.get(id(r)) == 0 and not any(q is r for q, _ in ready):
+            ready.append((r, pending.pop(id(r))))
     # Record the VJPs only for create_graph (plain save/restore: this runs every step).
     previous = _grad_mode.enabled
     _grad_mode.enabled = create_graph
     try:
         while ready:
-            t = ready.pop()
-            g = pending.pop(id(t))
+            t, g = ready.pop()
             if capture is not None and id(t) in capture:
                 capture[id(t)] = g if capture[id(t)] is None else capture[id(t)] + g
             args = t._args
@@ -814,10 +828,12 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                         _deliver_leaf(a, ga, g, capture, create_graph)
                     continue
                 k = id(a)
-                pending[k] = ga if k not in pending else pending[k] + ga
-                counts[k] -= 1
-                if counts[k] == 0:
-                    ready.append(a)
+                c = counts[k]
+                if c == 1:  # its last user (the common case: a gradient that needs no dict)
+                    ready.append((a, ga if k not in pending else pending.pop(k) + ga))
+                else:
+                    counts[k] = c - 1
+                    pending[k] = ga if k not in pending else pending[k] + ga
             if not retain_graph:
                 t._prim = RELEASED
                 t._args = ()
