@@ -113,6 +113,9 @@ class Primitive:
         self.view = view
         # The sweep reads rules["vjp"] without asking: until a VJP is declared, none is wanted.
         self.rules: dict[str, Rule] = {VJP: per_argument_vjp(name, ())}
+        # The one argument's own rule when the VJP is per_argument_vjp's of one rule: the sweep
+        # calls it directly (the same call the wrapper makes, one frame less).
+        self._vjp1: Rule | None = None
         self.__doc__ = f"The agrad primitive {name!r}."
         if register:
             if name in REGISTRY:
@@ -124,6 +127,8 @@ class Primitive:
         a VJP written here must return one cotangent per argument, None where none is
         wanted (:func:`primitive` checks that of the rules it is given)."""
         self.rules[kind] = rule
+        if kind == VJP:
+            self._vjp1 = getattr(rule, "single_rule", None)
         return self
 
     # __call__(*args, **params): the op on its arguments, recorded when needed (apply, below).
@@ -238,6 +243,7 @@ def per_argument_vjp(name: str, rules: Sequence[Rule | None]) -> Rule:
                 return vjp(xp, g, ans, wanted, *args, **params)
             return (f(xp, g, ans, *args, **params),) if w else (None,)
 
+        vjp1.single_rule = f  # type: ignore[attr-defined]
         return vjp1
     if len(full) == 2:
         f0, f1 = full
@@ -323,9 +329,9 @@ def apply(prim: Primitive, /, *args: Any, **params: Any) -> Tensor:
     tracer = tracing._TRACER
     if tracer is not None:  # agrad.compile is tracing: outside arrays become proxies
         args = tracer.adopt_args(args)
-    raw = []
-    needs_grad = has_tangents = counted = False  # counted: an input has a version counter (updated in place,
-    cls = None  # or a view): record the versions. cls: the class of the arrays, while they are all one
+    raw = ()
+    needs_grad = counted = False  # counted: an input has a version counter (updated in place, or a view):
+    cls = None  # record the versions. cls: the class of the arrays, while they are all one
     for a in args:
         if isinstance(a, Tensor):
             if a._vc is not None:
@@ -334,15 +340,13 @@ def apply(prim: Primitive, /, *args: Any, **params: Any) -> Tensor:
                 if view is not None and view[2] != generation(view[0]):
                     refresh(a)  # its base was updated in place since: the same view of the new base
             d = a._data
-            raw.append(d)
+            raw += (d,)
             if a.requires_grad:
                 needs_grad = True
-            if a._tangents is not None:
-                has_tangents = True
             if d.__class__ is not cls:
                 cls = _SEVERAL if cls is not None else d.__class__
         else:
-            raw.append(a)
+            raw += (a,)
             c = a.__class__
             if c is not cls and c not in _SCALARS:  # a raw array (or something namespace_of refuses)
                 cls = _SEVERAL if cls is not None else c
@@ -393,12 +397,16 @@ def apply(prim: Primitive, /, *args: Any, **params: Any) -> Tensor:
         t._inputs = None
         t._params = None
         t._versions = None
-    if has_tangents:
-        forward_mode.propagate(prim, args, plain_params, t)
+    if forward_mode._running:  # a jvp is running: tangents may propagate (none can otherwise)
+        for a in args:
+            if isinstance(a, Tensor) and a._tangents is not None:
+                forward_mode.propagate(prim, args, plain_params, t)
+                break
     return t
 
 
 Primitive.__call__ = apply  # type: ignore[method-assign]
+_ONE_WANTED = (True,)
 _SEVERAL = object()  # (no namespace's array class): arrays of several classes
 _SCALARS = frozenset((bool, int, float, complex))  # the Python scalars, which have no namespace
 _by_type = backend._BY_TYPE
@@ -796,19 +804,31 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                         ans = None  # the VJP recomputes an output updated in place (see _check_versions)
             else:
                 moved = (0 if t._vc is None else t._vc[0]) != versions[-1]
-                for a, v in zip(args, versions):
-                    if isinstance(a, Tensor):
-                        wanted += (a.requires_grad if useful is None else id(a) in useful,)
-                        if (0 if a._vc is None else a._vc[0]) != v:
-                            moved = True
-                    else:
-                        wanted += (False,)
+                if useful is None:
+                    for a, v in zip(args, versions):
+                        if isinstance(a, Tensor):
+                            wanted += (a.requires_grad,)
+                            if (0 if a._vc is None else a._vc[0]) != v:
+                                moved = True
+                        else:
+                            wanted += (False,)
+                else:
+                    for a, v in zip(args, versions):
+                        if isinstance(a, Tensor):
+                            wanted += (id(a) in useful,)
+                            if (0 if a._vc is None else a._vc[0]) != v:
+                                moved = True
+                        else:
+                            wanted += (False,)
                 if moved:
                     if _check_versions(t, useful):
                         ans = None
             # One cotangent per argument, None where none is wanted: the per-argument rules are
             # built so and primitive() checks the others, so that the hot path need not.
-            grads = t._prim.rules[VJP](xp, g, ans, wanted, *raw, **t._params)
+            if wanted == _ONE_WANTED and t._prim._vjp1 is not None:  # what the rule's wrapper would do
+                grads = (t._prim._vjp1(xp, g, ans, *raw, **t._params),)
+            else:
+                grads = t._prim.rules[VJP](xp, g, ans, wanted, *raw, **t._params)
             for a, ga in zip(args, grads):
                 if ga is None:
                     continue
