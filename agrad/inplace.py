@@ -140,7 +140,7 @@ def _update(t: Tensor, compute: Callable[[Tensor], Tensor], what: str) -> None:
 
 def _apply(x: Tensor, steps: tuple) -> Tensor:
     for prim, params in steps:
-        x = tape.apply(prim, (x,), params)
+        x = tape.apply(prim, x, **params)
     return x
 
 
@@ -149,7 +149,7 @@ def _write_back(base: Tensor, steps: tuple, new: Tensor) -> Tensor:
     if not steps:
         return new
     prim, params = steps[0]
-    inner = tape.apply(prim, (base,), params)
+    inner = tape.apply(prim, base, **params)
     return prim.view(base, _write_back(inner, steps[1:], new), **params)
 
 

@@ -114,6 +114,9 @@ class Primitive:
         self.view = view
         # The sweep reads rules["vjp"] without asking: until a VJP is declared, none is wanted.
         self.rules: dict[str, Rule] = {VJP: per_argument_vjp(name, ())}
+        # The one argument's own rule when the VJP is per_argument_vjp's of one rule: the sweep
+        # calls it directly (the same call the wrapper makes, one frame less).
+        self._vjp1: Rule | None = None
         self.__doc__ = f"The agrad primitive {name!r}."
         if register:
             if name in REGISTRY:
@@ -125,10 +128,11 @@ class Primitive:
         a VJP written here must return one cotangent per argument, None where none is
         wanted (:func:`primitive` checks that of the rules it is given)."""
         self.rules[kind] = rule
+        if kind == VJP:
+            self._vjp1 = getattr(rule, "single_rule", None)
         return self
 
-    def __call__(self, *args: Any, **params: Any) -> Tensor:
-        return apply(self, args, params)
+    # __call__(*args, **params): the op on its arguments, recorded when needed (apply, below).
 
     def __repr__(self) -> str:
         return f"<agrad primitive {self.name}>"
@@ -240,6 +244,7 @@ def per_argument_vjp(name: str, rules: Sequence[Rule | None]) -> Rule:
                 return vjp(xp, g, ans, wanted, *args, **params)
             return (f(xp, g, ans, *args, **params),) if w else (None,)
 
+        vjp1.single_rule = f  # type: ignore[attr-defined]
         return vjp1
     if len(full) == 2:
         f0, f1 = full
@@ -319,15 +324,15 @@ def _linear_jvp(prim: Primitive) -> Rule:
 # --------------------------------------------------------------------------- forward
 
 
-def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
-    """Run ``prim`` on ``args`` and, when a differentiable input needs it, record it."""
+def apply(prim: Primitive, /, *args: Any, **params: Any) -> Tensor:
+    """Run ``prim`` on ``args`` and, when a differentiable input needs it, record it:
+    ``prim(*args, **params)`` (this is :meth:`Primitive.__call__`, one frame per op)."""
     tracer = tracing._TRACER
     if tracer is not None:  # agrad.compile is tracing: outside arrays become proxies
         args = tracer.adopt_args(args)
-    raw = []
-    needs_grad = False
-    has_tangents = False
-    counted = False  # an input has a version counter (updated in place, or a view): record the versions
+    raw = ()
+    needs_grad = counted = False  # counted: an input has a version counter (updated in place, or a view):
+    cls = None  # record the versions. cls: the class of the arrays, while they are all one
     for a in args:
         if isinstance(a, Tensor):
             if a._vc is not None:
@@ -335,16 +340,24 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
                 view = a._view
                 if view is not None and view[2] != generation(view[0]):
                     refresh(a)  # its base was updated in place since: the same view of the new base
-            raw.append(a._data)
+            d = a._data
+            raw += (d,)
             if a.requires_grad:
                 needs_grad = True
-            if a._tangents is not None:
-                has_tangents = True
+            if d.__class__ is not cls:
+                cls = _SEVERAL if cls is not None else d.__class__
         else:
-            raw.append(a)
-    xp = namespace_of(raw, prim.name)
-    if xp is None:
-        xp = backend.creation_namespace()
+            raw += (a,)
+            c = a.__class__
+            if c is not cls and c not in _SCALARS:  # a raw array (or something namespace_of refuses)
+                cls = _SEVERAL if cls is not None else c
+    # One array class on a single-device backend: that backend, without asking namespace_of
+    # (which finds the same, and checks backends and devices when there is more to check).
+    xp = _by_type.get(cls)
+    if xp is None or xp.multi_device:
+        xp = namespace_of(raw, prim.name)
+        if xp is None:
+            xp = backend.creation_namespace()
     out = prim.forward(xp, *raw, **params)
     plain_params = params
     if prim.has_aux:
@@ -385,11 +398,19 @@ def apply(prim: Primitive, args: Sequence[Any], params: dict) -> Tensor:
         t._inputs = None
         t._params = None
         t._versions = None
-    if has_tangents:
-        forward_mode.propagate(prim, args, plain_params, t)
+    if forward_mode._running:  # a jvp is running: tangents may propagate (none can otherwise)
+        for a in args:
+            if isinstance(a, Tensor) and a._tangents is not None:
+                forward_mode.propagate(prim, args, plain_params, t)
+                break
     return t
 
 
+Primitive.__call__ = apply  # type: ignore[method-assign]
+_ONE_WANTED = (True,)
+_SEVERAL = object()  # (no namespace's array class): arrays of several classes
+_SCALARS = frozenset((bool, int, float, complex))  # the Python scalars, which have no namespace
+_by_type = backend._BY_TYPE
 _new = object.__new__
 namespace_of = backend.namespace_of
 as_array = backend.as_array
@@ -495,7 +516,7 @@ def refresh(v: Tensor) -> None:
     with _set_grad(True):
         r = base
         for prim, params in steps:
-            r = apply(prim, (r,), params)
+            r = apply(prim, r, **params)
     old = shell(v)
     v._view = r._view if r._view is not None else (base, steps, generation(base))
     if r._prim is None and v._prim is None:  # a constant before and after: only the tangents may change
@@ -565,11 +586,12 @@ def _dependency_counts(roots: Sequence[Tensor]) -> dict[int, int]:
         if r._prim is not None and id(r) not in counts:
             counts[id(r)] = 0
             stack.append(r)
+    replaced = _REPLACED[0]  # (nothing below replaces a node)
     while stack:
         t = stack.pop()
         if t._prim is RELEASED:
             raise _released_error(t)
-        if _REPLACED[0]:
+        if replaced:
             for a in t._args:
                 if isinstance(a, Tensor) and a._past is not None:
                     _resolve_args(t)
@@ -736,17 +758,17 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
             k = id(r)
             pending[k] = s if k not in pending else pending[k] + s
     # A root may also feed another root: it is ready only once nothing leads to it.
+    # ready: (node, its gradient) for the nodes whose users are all done.
     ready = []
     for r in roots:
-        if r._prim is not None and counts.get(id(r)) == 0 and not any(q is r for q in ready):
-            ready.append(r)
+        if r._prim is not None and counts.get(id(r)) == 0 and not any(q is r for q, _ in ready):
+            ready.append((r, pending.pop(id(r))))
     # Record the VJPs only for create_graph (plain save/restore: this runs every step).
     previous = _grad_mode.enabled
     _grad_mode.enabled = create_graph
     try:
         while ready:
-            t = ready.pop()
-            g = pending.pop(id(t))
+            t, g = ready.pop()
             if capture is not None and id(t) in capture:
                 capture[id(t)] = g if capture[id(t)] is None else capture[id(t)] + g
             args = t._args
@@ -783,19 +805,31 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                         ans = None  # the VJP recomputes an output updated in place (see _check_versions)
             else:
                 moved = (0 if t._vc is None else t._vc[0]) != versions[-1]
-                for a, v in zip(args, versions):
-                    if isinstance(a, Tensor):
-                        wanted += (a.requires_grad if useful is None else id(a) in useful,)
-                        if (0 if a._vc is None else a._vc[0]) != v:
-                            moved = True
-                    else:
-                        wanted += (False,)
+                if useful is None:
+                    for a, v in zip(args, versions):
+                        if isinstance(a, Tensor):
+                            wanted += (a.requires_grad,)
+                            if (0 if a._vc is None else a._vc[0]) != v:
+                                moved = True
+                        else:
+                            wanted += (False,)
+                else:
+                    for a, v in zip(args, versions):
+                        if isinstance(a, Tensor):
+                            wanted += (id(a) in useful,)
+                            if (0 if a._vc is None else a._vc[0]) != v:
+                                moved = True
+                        else:
+                            wanted += (False,)
                 if moved:
                     if _check_versions(t, useful):
                         ans = None
             # One cotangent per argument, None where none is wanted: the per-argument rules are
             # built so and primitive() checks the others, so that the hot path need not.
-            grads = t._prim.rules[VJP](xp, g, ans, wanted, *raw, **t._params)
+            if wanted == _ONE_WANTED and t._prim._vjp1 is not None:  # what the rule's wrapper would do
+                grads = (t._prim._vjp1(xp, g, ans, *raw, **t._params),)
+            else:
+                grads = t._prim.rules[VJP](xp, g, ans, wanted, *raw, **t._params)
             for a, ga in zip(args, grads):
                 if ga is None:
                     continue
@@ -815,10 +849,12 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                         _deliver_leaf(a, ga, g, capture, create_graph)
                     continue
                 k = id(a)
-                pending[k] = ga if k not in pending else pending[k] + ga
-                counts[k] -= 1
-                if counts[k] == 0:
-                    ready.append(a)
+                c = counts[k]
+                if c == 1:  # its last user (the common case: a gradient that needs no dict)
+                    ready.append((a, ga if k not in pending else pending.pop(k) + ga))
+                else:
+                    counts[k] = c - 1
+                    pending[k] = ga if k not in pending else pending[k] + ga
             if not retain_graph:
                 t._prim = RELEASED
                 t._args = ()
