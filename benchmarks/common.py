@@ -367,6 +367,47 @@ class AgradCompiledGradsDropped(AgradCompiled):
     drops_grads = True
 
 
+class AgradCompiledNatural:
+    """agrad's step as a user naturally writes it under ``agrad.compile``: core ops
+    (``x @ W + b``, not nn.MLP's fused linear), ``agrad.nn.cross_entropy`` with its default
+    label check, no ``static_outputs``, the inputs passed as Tensors."""
+
+    name = "agrad compiled, natural"
+
+    def __init__(self, weights, x, y, backend_name):
+        with agrad.use_backend(backend_name):
+            self.p = {k: agrad.nn.Parameter(B.from_numpy(v.copy(), backend=backend_name))
+                      for k, v in weights.items()}
+            self.x = agrad.Tensor(B.from_numpy(x, backend=backend_name))
+            self.y = agrad.Tensor(B.from_numpy(y, backend=backend_name))
+        self.opt = agrad.optim.SGD(list(self.p.values()), lr=LR)
+        self.backend = backend_name
+        p, opt = self.p, self.opt
+
+        @agrad.compile
+        def step(x, y):
+            opt.zero_grad()
+            h = agrad.tanh(x @ p["W1"] + p["b1"])
+            loss = agrad.nn.cross_entropy(h @ p["W2"] + p["b2"], y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        self.compiled = step
+
+    def step(self):
+        return self.compiled(self.x, self.y)
+
+    def host_grads(self):
+        saved = {k: q.numpy().copy() for k, q in self.p.items()}
+        self.step()
+        grads = {k: q.grad.numpy().copy() for k, q in self.p.items()}
+        with agrad.no_grad():
+            for k, q in self.p.items():
+                q.data = B.from_numpy(saved[k], backend=self.backend)
+        return grads
+
+
 class Torch:
     """PyTorch eager: the same network, F.cross_entropy, SGD."""
 

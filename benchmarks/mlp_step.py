@@ -50,7 +50,7 @@ def run(backend, batches, dtypes, rounds, target_seconds, contenders_wanted):
             floor = (common.HandWrittenInPlace if backend == "numpy" else common.HandWritten)(w, x, y, backend)
             ref = floor.host_grads()
             others = [common.Agrad(w, x, y, backend), common.AgradCompiled(w, x, y, backend),
-                      common.AgradCompiledGradsDropped(w, x, y, backend)]
+                      common.AgradCompiledGradsDropped(w, x, y, backend), common.AgradCompiledNatural(w, x, y, backend)]
             if backend == "numpy":
                 others[:0] = [common.HandWritten(w, x, y, backend), common.EagerArrayWork(w, x, y, backend),
                               common.MinimalTape(w, x, y, backend)]

@@ -10,6 +10,7 @@ and the Python wrappers of the array libraries (NumPy's ``ones_like``, array-api
 
     python benchmarks/step_opcodes.py                 # batch 1 and 128, every contender
     python benchmarks/step_opcodes.py --top 25        # and agrad eager's costliest functions
+    python benchmarks/step_opcodes.py --top 15 --of "agrad compiled, natural"
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import common  # noqa: E402
 CONTENDERS = {"hand-written in-place": common.HandWrittenInPlace, "hand-written": common.HandWritten,
               "minimal tape, no checks": common.MinimalTape, "agrad eager": common.Agrad,
               "agrad compiled": common.AgradCompiled,
-              "agrad compiled, grads dropped": common.AgradCompiledGradsDropped}
+              "agrad compiled, grads dropped": common.AgradCompiledGradsDropped,
+              "agrad compiled, natural": common.AgradCompiledNatural}
 
 
 def count(step: Callable[[], Any]) -> tuple[collections.Counter, collections.Counter]:
@@ -64,7 +66,8 @@ def measure(name: str, batch: int, warm_steps: int = 3) -> tuple[collections.Cou
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batches", default="1,128")
-    p.add_argument("--top", type=int, default=0, help="list agrad eager's N costliest functions")
+    p.add_argument("--top", type=int, default=0, help="list the N costliest functions of --of")
+    p.add_argument("--of", default="agrad eager", choices=list(CONTENDERS), help="the contender --top lists")
     args = p.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     print("| batch | contender | opcodes per step | Python calls per step |\n|---:|---|---:|---:|")
@@ -73,8 +76,8 @@ def main() -> None:
             opcodes, calls = measure(name, n)
             print(f"| {n} | {name} | {sum(opcodes.values())} | {sum(calls.values())} |", flush=True)
     if args.top:
-        opcodes, calls = measure("agrad eager", batches[0])
-        print(f"\nagrad eager, batch {batches[0]}: the {args.top} functions executing the most opcodes\n")
+        opcodes, calls = measure(args.of, batches[0])
+        print(f"\n{args.of}, batch {batches[0]}: the {args.top} functions executing the most opcodes\n")
         print("| opcodes | calls | function |\n|---:|---:|---|")
         for key, k in opcodes.most_common(args.top):
             print(f"| {k} | {calls[key]} | `{key}` |")

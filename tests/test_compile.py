@@ -94,6 +94,60 @@ def test_returned_values_are_not_overwritten_by_the_next_call(on_backend):
     np.testing.assert_array_equal(kept.numpy(), grads_before)
 
 
+def test_fresh_gradients_reuse_only_what_no_one_can_see(on_backend):
+    """Without static outputs each call's gradients are new arrays, as eagerly. The replay
+    may write them into the last call's arrays (and Tensors) only where nothing but the
+    parameter's .grad refers to them: a gradient kept, a view of it, a weak reference, a
+    Tensor updated in place, made to require a gradient or replaced stays untouched, and
+    every value is the eager one."""
+    import weakref
+
+    x, y = _data(on_backend)
+    (m1, o1, eager), (m2, o2, compiled) = _twins("sgd", on_backend.device)
+    w1, w2 = m1[0].weight, m2[0].weight
+
+    def both():
+        _same(compiled(x, y), eager(x, y), on_backend)
+        for a, b in zip(m1.parameters(), m2.parameters()):
+            _same(b.grad, a.grad, on_backend)
+
+    for _ in range(4):
+        both()
+    kept = w2.grad
+    saved = kept.numpy().copy()
+    both()
+    assert w2.grad is not kept and kept.numpy().tobytes() == saved.tobytes()
+    del kept
+    view = w2.grad._data[0:2, ...]
+    saved = np.asarray(agrad.Tensor(view).numpy()).copy()
+    both()
+    assert np.asarray(agrad.Tensor(view).numpy()).tobytes() == saved.tobytes()
+    del view
+    ref = weakref.ref(w2.grad)
+    both()
+    assert ref() is not w2.grad
+    data = w2.grad._data
+    both()
+    assert w2.grad._data is not data
+    del data
+    with agrad.no_grad():
+        w2.grad += 1.0  # updated in place (and the eager twin alike)
+        w1.grad += 1.0
+    touched = w2.grad
+    both()
+    assert w2.grad is not touched
+    w2.grad.requires_grad = True
+    touched = w2.grad
+    both()
+    assert w2.grad is not touched and not w2.grad.requires_grad
+    del touched
+    w2.grad = agrad.Tensor(w2.grad.numpy() * 0)  # replaced from outside
+    both()
+    for _ in range(3):
+        both()
+    assert compiled.traces == 2
+
+
 @pytest.mark.parametrize("graphs", [False, True])
 def test_static_gradients_keep_their_tensor_unless_it_was_touched(graphs, on_backend, monkeypatch):
     """With static outputs a gradient's buffer is the same every call, so the replay keeps

@@ -8,6 +8,8 @@ CUDA graph is wanted, the same program split for capture (:class:`_GraphParts`).
 from __future__ import annotations
 
 import builtins
+import sys
+import weakref
 from typing import Any, Callable
 
 from .. import backend, tape
@@ -46,8 +48,59 @@ def _inline_view(ins: Any, fn: Any, xp: Any, tracer: Tracer, graph: bool) -> tup
     return backend.replay_view(fn, xp, tracer.value_of(ins.args[0].k), ins.kwargs)
 
 
+# Whether reference counts say when nothing else holds an object (CPython with its GIL).
+_REFCOUNTS = sys.implementation.name == "cpython" and getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
+def _unseen_grad(holder: str, last: str) -> str:
+    """Generated source of an expression that equals, on an unseen gradient, the value
+    :func:`_calibrate` measures: ``holder.grad`` is a plain Tensor around ``last[0]`` (the
+    array the last call left there), and neither is referenced (nor weakly) from anywhere
+    but ``holder.grad``, that Tensor and ``last``. Then no one can see that array any more,
+    and writing the next gradient into it, in the same Tensor, cannot be told from making
+    new ones (as reusing freed memory cannot). Anything else: a new array and Tensor."""
+    # (A Tensor updated in place, or re-pointed at a node, has a version counter: _vc is None
+    # says it is still what wrap() made, up to requires_grad and its own .grad.)
+    return f"{_unseen_found(holder, last)} and {_UNSEEN_COUNTS} == unseen"
+
+
+def _unseen_found(holder: str, last: str) -> str:
+    return f"(g := {holder}.grad) is not None and (a := g._data) is {last}[0] and g.grad is None"
+
+
+_UNSEEN_COUNTS = "(rc(g), rc(a), wc(g), wc(a), g._vc, g.requires_grad)"
+
+
+def _calibrate(env: dict, template: Any) -> Any:
+    """What :func:`_unseen_grad`'s test evaluates to on a gradient that nothing else
+    references, measured in code of the same shape (reference counts depend on it)."""
+    probe_env = {"rc": env["rc"], "wc": env["wc"]}
+    source = f"def probe(holder, last):\n    assert {_unseen_found('holder', 'last')}\n    return {_UNSEEN_COUNTS}\n"
+    exec(builtins.compile(source, "<agrad.compile probe>", "exec"), probe_env)  # noqa: S102 - our own code
+
+    class Holder:
+        grad = None
+
+    holder, last = Holder(), [env["new"](template)]
+    holder.grad = env["wrap"](last[0])
+    return probe_env["probe"](holder, last)
+
+
+def _range_reductions(xp: Any, value: Any) -> tuple[Any, Any] | None:
+    """(min, max) over all of an integer array, as the backend's ufunc reductions (no
+    wrapper): a value-range check in a replay costs two calls. None where there are none."""
+    if not _is_backend_array(value) or getattr(value, "ndim", None) != 1 or not value.shape[0] or \
+            not xp.isdtype(value.dtype, "integral"):  # (a replay's arrays have the traced shapes and dtypes)
+        return None
+    lo, hi = backend.out_function(xp.minimum, xp), backend.out_function(xp.maximum, xp)
+    if not (backend.is_elementwise(xp.minimum, xp) and backend.is_elementwise(xp.maximum, xp)):
+        return None
+    lo, hi = getattr(lo, "reduce", None), getattr(hi, "reduce", None)
+    return None if lo is None or hi is None else (lo, hi)
+
+
 def generate(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, returned: list,
-             reusable: set, graph_wanted: bool) -> tuple[Callable, str, Any]:
+             reusable: set, graph_wanted: bool, fresh: set = frozenset()) -> tuple[Callable, str, Any]:
     """The replay as one generated function ``replay(args) -> output leaves``: it reads the
     outside values (parameters, gradients, optimizer state, learning rates), calls the
     backend's functions directly on locals (after :data:`~agrad.compile.passes.PASSES`:
@@ -60,11 +113,19 @@ def generate(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
     ``graph_wanted``; a string saying why not where the program cannot be captured)."""
     instructions = tracer.instructions
     out_xp = tracer.home
-    program = passes.run(passes.Program(tracer, returned, reusable))
+    library = getattr(getattr(out_xp, "backend", None), "library", None)  # (NumPy, CuPy: the backends with out=)
+    new = library().empty_like if library is not None else None
+    program = passes.run(passes.Program(tracer, returned, reusable, fresh if new is not None else set()))
     fresh_sources, folded = program.fresh_sources, program.folded
     numbers = tracer.numbers  # slots holding Python numbers; every other slot holds an array
     home_array = next((v for v in tracer.values.values() if _is_backend_array(v)), None)
-    env: dict[str, Any] = {"wrap": tape._wrap}
+    env: dict[str, Any] = {"wrap": tape._wrap, "new": new, "rc": sys.getrefcount, "wc": weakref.getweakrefcount}
+    # Fresh gradients (new arrays each call, no static outputs) that may go into the last
+    # call's array where nothing but their parameter's .grad can see it any more:
+    results = [slot for _, _, slot in writes if slot is not None] + [s for _, s in out_spec if isinstance(s, int)]
+    recyclable = {slot for kind, _, slot in writes if kind == "grad" and slot in program.fresh_outputs
+                  and results.count(slot) == 1} if _REFCOUNTS else set()
+    recycled: set[int] = set()  # (those of them the plain replay computes into a buffer)
     # Scalars computed each call (a learning rate, Adam's bias corrections): in a CUDA graph
     # they live in 0-d device arrays filled before each launch, as a graph bakes in the
     # Python numbers its kernels were launched with.
@@ -150,7 +211,13 @@ def generate(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
                                                             tracer.values.get(k))
                 if f"b{b}" not in env:
                     env[f"b{b}"] = out_xp.empty_like(out_xp.asarray(tracer.values[b]))
-                into.append(f"v{k} = {prefix}o{i}({', '.join(call_args)}, out=b{b})")
+                out = f"b{b}"
+                if not graph and k in program.fresh_outputs:  # a new array each call, laid out as eagerly
+                    out = f"new(b{b})"
+                    if k in recyclable:
+                        out = f"fb{k}"
+                        recycled.add(k)
+                into.append(f"v{k} = {prefix}o{i}({', '.join(call_args)}, out={out})")
             elif ins.out_kind == "one" and (view := _inline_view(ins, fn, out_xp, tracer, graph)) is not None:
                 template, index = view  # a view written as an expression: no call, no wrapper
                 index_name = expr(index) if index is not None else ""
@@ -168,14 +235,13 @@ def generate(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
             fills.append(f"{dname}.fill({name(k)})")
         return host, arrays, fills
 
-    results = [slot for _, _, slot in writes if slot is not None] + [s for _, s in out_spec if isinstance(s, int)]
     position: dict[int, int] = {}  # result slot -> index: arrays (computed by the graph) first, then numbers
     for k in sorted(set(results), key=lambda k: (k in numbers, results.index(k))):
         position[k] = len(position)
     array_results = [k for k in position if k not in numbers]
     number_results = [k for k in position if k in numbers]
 
-    def finish(value: Callable[[int], str]) -> list[str]:
+    def finish(value: Callable[[int], str], plain: bool = False) -> list[str]:
         """Write-backs (results back where eager code leaves them), then the outputs."""
         lines = []
         for j, (kind, where, slot) in enumerate(writes):
@@ -188,7 +254,10 @@ def generate(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
                 lines.append(f"w{j}._vc[0] += 1")
             elif kind == "grad":
                 env[f"w{j}"] = where
-                if slot in reusable:  # (static outputs) the same buffer as last call: its Tensor may stay
+                if plain and slot in recycled:  # computed into the last call's array: its Tensor is still .grad
+                    lines.append(f"if fn{slot}:")
+                    lines.append(f"    w{j}.grad = wrap({value(slot)})")
+                elif slot in reusable:  # (static outputs) the same buffer as last call: its Tensor may stay
                     lines.append(f"if (g := w{j}.grad) is None or g._data is not {value(slot)} or g._vc is not None or "
                                  f"g.requires_grad:")
                     lines.append(f"    w{j}.grad = wrap({value(slot)})")
@@ -213,7 +282,7 @@ def generate(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
     args_lines = [f"v{k} = args[{i}]" for i, k in enumerate(arg_slots) if k is not None]
     check_lines = []  # input checks (label ranges...): before any work, so that a failing one changes nothing
     source_reads = {slot: (kind, where) for slot, kind, *where in tracer.sources}
-    for j, (slot, check) in enumerate(tracer.input_checks):
+    for j, (slot, check, bounds) in enumerate(tracer.input_checks):
         env[f"check{j}"] = check
         kind, where = source_reads[slot]
         if kind == "arg":
@@ -224,9 +293,28 @@ def generate(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
             if read is None:
                 env[f"chkey{j}"] = where[1]
                 read = f"ch{j}[chkey{j}]"
-        check_lines.append(f"check{j}({read})")
+        reductions = _range_reductions(out_xp, tracer.value_of(slot)) if bounds is not None else None
+        if reductions is None:
+            check_lines.append(f"check{j}({read})")
+        else:  # the values' range by two reductions; the check itself (for its error) only when it fails
+            env[f"chmin{j}"], env[f"chmax{j}"] = reductions
+            lo, hi = (int(b) for b in bounds)
+            check_lines.append(f"if not ({lo} <= chmin{j}(x := {read}) and chmax{j}(x) < {hi}):")
+            check_lines.append(f"    check{j}(x)")
     host, arrays, _ = lower(graph=False)
-    plain_source = "def replay(args):\n" + body(check_lines + args_lines + host + arrays + finish(name))
+    recycle_lines = []
+    for j, (_, where, slot) in enumerate(writes):
+        if slot in recycled:
+            env[f"w{j}"], env[f"last{slot}"] = where, [None]
+            if "unseen" not in env:
+                env["unseen"] = _calibrate(env, env[f"b{slot}"])
+            recycle_lines += [f"if {_unseen_grad(f'w{j}', f'last{slot}')}:",
+                              f"    fb{slot}, fn{slot} = a, False",
+                              "else:",
+                              f"    fb{slot} = last{slot}[0] = new(b{slot})",
+                              f"    fn{slot} = True"]
+    plain_source = "def replay(args):\n" + body(check_lines + recycle_lines + args_lines + host + arrays +
+                                                 finish(name, plain=True))
     exec(builtins.compile(plain_source, "<agrad.compile replay>", "exec"), env)  # noqa: S102 - our own code
     replay = env["replay"]
     graph_parts = None

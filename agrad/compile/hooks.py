@@ -77,9 +77,12 @@ class Hooks:
         """Random numbers are being drawn on the host: refused (a replay would repeat them)."""
         raise NotImplementedError
 
-    def check_values(self, array: Any, check: Callable[[Any], None], what: str) -> None:
+    def check_values(self, array: Any, check: Callable[[Any], None], what: str,
+                     bounds: tuple[int, int] | None = None) -> None:
         """Run ``check`` on ``array`` (an argument's or an outside array's values) now and
-        before every replay, ahead of any work."""
+        before every replay, ahead of any work. ``bounds=(lo, hi)`` says that ``check``
+        passes exactly when every value lies in [lo, hi): a replay may then test that with
+        two reductions and call ``check`` (for its error) only when it fails."""
         raise NotImplementedError
 
 
@@ -97,11 +100,11 @@ def attributes_version() -> int:
     return _ATTRIBUTES_REPLACED[0]
 
 
-def check_values(array: Any, check: Callable[[Any], None], what: str) -> None:
+def check_values(array: Any, check: Callable[[Any], None], what: str, bounds: tuple[int, int] | None = None) -> None:
     """``check(array)`` (which raises on bad values), and under agrad.compile again before
     every replay: how an op validates its inputs' values (see :meth:`Hooks.check_values`)."""
     hook = active()
     if hook is None:
         check(array)
     else:
-        hook.check_values(array, check, what)
+        hook.check_values(array, check, what, bounds)

@@ -16,7 +16,9 @@ Then, for each target the program is lowered for (the plain replay, and on CuPy 
 CUDA graph, whose kernels differ), :data:`TARGET_PASSES` run on a :class:`Target`:
 
 4. :func:`out_buffers`: which results compute into a buffer kept from call to call
-   (``out=``, NumPy and CuPy);
+   (``out=``, NumPy and CuPy), or, for outputs that must be new arrays each call, into
+   one allocated for the call (``out=empty_like(...)``: the same values and layout as the
+   eager call, without the Python wrapper of a reduction);
 5. :func:`share_buffers`: a buffer whose value is dead is reused by a later result of
    the same kind, as hand-written code reuses its scratch arrays.
 
@@ -42,13 +44,15 @@ class Program:
 
     ``returned``: the result slots that leave the call (written back or output);
     ``reusable``: those of them that may live in a buffer kept from call to call
-    (``static_outputs``)."""
+    (``static_outputs``); ``fresh_outputs``: those that must be new arrays each call
+    (without static outputs), which the plain replay computes into a buffer allocated for
+    that call, or into the last call's where nothing else can see it any more."""
 
-    def __init__(self, tracer: Recorder, returned: list, reusable: set) -> None:
+    def __init__(self, tracer: Recorder, returned: list, reusable: set, fresh_outputs: set = frozenset()) -> None:
         self.tracer = tracer
         self.instructions = tracer.instructions
         self.xp = tracer.home
-        self.returned, self.reusable = returned, reusable
+        self.returned, self.reusable, self.fresh_outputs = returned, reusable, fresh_outputs
         self.fresh: set[int] = set()  # (aliasing) slots whose producer returns a new array, never a view
         self.escaping: set[int] = set()  # (aliasing) slots that outlive a call
         self.mutated: set[int] = set()  # (aliasing) slots written in place, or viewing one that is
@@ -189,7 +193,8 @@ def out_buffers(target: Target) -> None:
             operands = [tracer.value_of(k) for k in slots_in(ins.args)]
             fn = backend.capturable(ins.fn, xp, operands) or ins.fn
         buffered = (ins.out_kind == "one" and ins.mutates is None
-                    and (results[0] not in program.escaping or results[0] in program.reusable or target.graph)
+                    and (results[0] not in program.escaping or results[0] in program.reusable
+                         or results[0] in program.fresh_outputs or target.graph)
                     and backend.out_function(fn, xp) is not None
                     and _array_valued(tracer.values.get(results[0])))
         target.calls[i] = fn, buffered

@@ -142,9 +142,10 @@ class _Program:
                   (kind == "tensor" or _place(kind, _where(kind, where)) in sourced)}
         returned = [slot for _, _, slot in writes if slot is not None] + [s for _, s in out_spec if isinstance(s, int)]
         reusable = set() if not static_outputs else set(returned) - pinned
+        fresh = set(returned) - pinned if not static_outputs else set()  # new arrays each call, as eagerly
         capture = backend.graph_capturer(tracer.home) if cuda_graph else None
         self.replay, self.source, parts = generate(tracer, arg_slots, writes, out_spec, returned, reusable,
-                                                   graph_wanted=capture is not None)
+                                                   graph_wanted=capture is not None, fresh=fresh)
         self.graph: _GraphReplay | None = None
         self.graph_reason = "off (cuda_graph=False)" if not cuda_graph else \
             "the backend has no CUDA graphs" if capture is None else "captured on the second call"

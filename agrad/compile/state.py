@@ -45,7 +45,7 @@ class Tracer(Recorder, hooks.Hooks):
         # (argument position, kind, where): the function also reads that argument's array from
         # outside (as a parameter...); a replay needs the same to hold
         self.arg_aliases: list[tuple] = []
-        self.input_checks: list[tuple] = []  # (slot, check): run on that input's array before each replay
+        self.input_checks: list[tuple] = []  # (slot, check, bounds): run on that input's array before each replay
         self.cleared: list[Any] = []  # Tensors whose gradient the function itself set to None (zero_grad)
         self.cleared_ids: set[int] = set()
         # Arrays agrad made while tracing (agrad.zeros inside the function...), and for those the
@@ -71,7 +71,8 @@ class Tracer(Recorder, hooks.Hooks):
             self.created_ids.add(id(x))
             self.keep.append(x)  # (its id stays unique)
 
-    def check_input(self, proxy: Any, check: Callable[[Any], None], what: str) -> None:
+    def check_input(self, proxy: Any, check: Callable[[Any], None], what: str,
+                    bounds: tuple[int, int] | None = None) -> None:
         """Run ``check`` (which raises on bad values) on the array behind ``proxy`` now and
         before every replay, ahead of any work: an argument's or outside array's values
         checked as eager code checks them. Values computed inside the function cannot be."""
@@ -81,7 +82,7 @@ class Tracer(Recorder, hooks.Hooks):
             raise CompileError(f"agrad.compile: {what} needs the values of an array computed inside the compiled "
                                f"function; {_VALUE_HELP}")
         check(proxy.value)
-        self.input_checks.append((proxy.slot, check))
+        self.input_checks.append((proxy.slot, check, bounds))
 
     def adopt_tensor(self, t: Any) -> None:
         """Make a Tensor from outside the trace (a parameter, a constant) proxy-backed; its
@@ -165,8 +166,9 @@ class Tracer(Recorder, hooks.Hooks):
         raise CompileError(f"agrad.compile: {what} inside a compiled function would draw once and replay the "
                            f"same numbers every call; draw them outside and pass them in as an argument")
 
-    def check_values(self, array: Any, check: Callable[[Any], None], what: str) -> None:
-        self.check_input(array, check, what)
+    def check_values(self, array: Any, check: Callable[[Any], None], what: str,
+                     bounds: tuple[int, int] | None = None) -> None:
+        self.check_input(array, check, what, bounds)
 
 
 def _array_check(env: dict, i: int, name: str, expr: str, expected: tuple) -> str:

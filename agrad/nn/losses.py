@@ -71,7 +71,7 @@ def logistic_loss(logits: Any, labels: Any, check_labels: bool = True) -> Tensor
         raise TypeError(f"agrad.nn.logistic_loss: labels must be an integer array, got {backend.describe(lab)}")
     if check_labels and shape[0]:
         hooks.check_values(lab, _label_range_check(shape[1]), "logistic_loss's label check (check_labels=True; "
-                             "pass check_labels=False for labels computed inside the function)")
+                           "pass check_labels=False for labels computed inside the function)", bounds=(0, shape[1]))
     return logistic_loss_p(logits, lab)
 
 
