@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 from .. import backend
 from ..compile import hooks, trace
-from ..tensor import Tensor, bump_version
+from ..tensor import Tensor
 
 
 def _check(name: str, value: float, low: float, high: float = math.inf, low_open: bool = False) -> float:
@@ -131,14 +131,8 @@ class Optimizer:
                     self.init_state(xp, p._data, state)
                     if hook is not None:
                         hook.state_created(self, p, state)
-                p._data = self.update(xp, p._data, p.grad._data, state, group)
-                # Graphs recorded before must not use the new values: bump_version, inlined (every step).
-                vc = p._vc
-                if vc is None:
-                    p._vc = [1, "an optimizer step"]
-                else:
-                    vc[0] += 1
-                    vc[1] = "an optimizer step"
+                # The new array, and a new version: graphs recorded before must not use the new values.
+                p._replace_array(self.update(xp, p._data, p.grad._data, state, group), "an optimizer step")
 
     def _count_step(self) -> None:
         self.steps += 1
@@ -378,8 +372,7 @@ class LBFGS(Optimizer):
         start = 0
         for p in self.params:
             n = p.size
-            p._data = xp.astype(xp.reshape(flat[start:start + n], p.shape), p._data.dtype)
-            bump_version(p, "an optimizer step")
+            p._replace_array(xp.astype(xp.reshape(flat[start:start + n], p.shape), p._data.dtype), "an optimizer step")
             start += n
 
     def _evaluate(self, closure) -> tuple[float, Any]:
