@@ -404,6 +404,7 @@ _node = Tensor._node  # (the fast constructors, one global look-up each)
 _constant = Tensor._constant
 namespace_of = backend.namespace_of
 as_array = backend.as_array
+owns_memory = backend.owns_memory
 
 
 # --------------------------------------------------------------------------- views and in-place updates
@@ -800,7 +801,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 if ga.dtype != a._data.dtype:
                     ga = _cast_gradient(xp, ga, a, t._prim)
                 if a._prim is None:
-                    if fast_leaves and a.grad is None and ga is not g and getattr(ga, "base", 0) is None:
+                    if fast_leaves and a.grad is None and ga is not g and owns_memory(ga):
                         a.grad = _wrap(ga)  # the common case, inlined: a fresh array for a fresh leaf
                     else:
                         _deliver_leaf(a, ga, g, capture, create_graph)
@@ -895,12 +896,12 @@ def _deliver_leaf(leaf: Tensor, ga: Any, g_in: Any, capture: dict[int, Any] | No
         return
     if create_graph:
         grad = ga if isinstance(ga, Tensor) else Tensor(ga)
-        if grad is g_in or not _owns(grad._data):
+        if grad is g_in or not owns_memory(grad._data):
             grad = grad * 1  # a recorded copy
         leaf.grad = grad if leaf.grad is None else leaf.grad + grad
         return
     if leaf.grad is None:
-        if ga is g_in or not _owns(ga):
+        if ga is g_in or not owns_memory(ga):
             # The VJP handed back the incoming gradient (or a view of it), which other
             # leaves or the caller may also hold: copy so that .grad is ours alone.
             xp = backend.namespace_of((ga,), "backward")
@@ -911,12 +912,6 @@ def _deliver_leaf(leaf: Tensor, ga: Any, g_in: Any, capture: dict[int, Any] | No
 
 
 _wrap = Tensor._constant  # a constant Tensor around an array already known to be valid (no checks)
-
-
-def _owns(x: Any) -> bool:
-    # NumPy and CuPy arrays that own their memory have base None; anything else
-    # (views, read-only broadcasts, array-api-strict wrappers) is treated as shared.
-    return getattr(x, "base", 0) is None
 
 
 def _seed(root: Tensor, grad: Any, create_graph: bool, op: str) -> Any:
@@ -1019,7 +1014,7 @@ def gradients(outputs: Sequence[Tensor], inputs: Sequence[Tensor], grad_outputs:
                 with _set_grad(True):
                     g = _differentiable_namespace().identity(g)
         else:
-            if not _owns(g) or any(g is r._data for r in result):
+            if not owns_memory(g) or any(g is r._data for r in result):
                 g = backend.namespace_of((g,), "grad").asarray(g, copy=True)
             g = Tensor(g)
         handed_out.add(id(g))

@@ -117,13 +117,14 @@ class Optimizer:
         if hook is not None:
             hook.optimizer_step(self)
         self.steps += 1
+        name = type(self).__name__
         for group in self.param_groups:
             if hook is not None:  # the parameters and their state are read afresh; the learning rate is live
                 group = hook.group_update(self, group)
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                xp = backend.namespace_of((p._data, p.grad._data), type(self).__name__)
+                xp = backend.namespace_of((p._data, p.grad._data), name)
                 state = self.state.get(id(p))
                 if state is None:
                     state = self.state[id(p)] = {}
