@@ -86,3 +86,22 @@ def test_the_scan_finds_tensor_internal_writes():
     assert ALLOWED_GENERATED <= found, f"the scan should see the compiled replay's write-backs: {found}"
     assert ("agrad/tensor.py", "._data =") in found and ("agrad/tensor.py", "._data[...] =") in found and \
         ("agrad/tensor.py", "._vc =") in found, f"the scan should see tensor.py's own writes: {found}"
+
+
+def test_one_answer_to_whether_an_array_owns_its_memory():
+    """``backend.owns_memory`` is the only code that reads an array's ``base`` (whether it
+    is a view); the tape, ``clip_grad_norm_`` and ``backend.aliases`` ask it."""
+    import ast
+
+    readers = []
+    for path in sorted(AGRAD.rglob("*.py")):
+        rel = path.relative_to(AGRAD.parent).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(), rel)):
+            if isinstance(node, ast.Attribute) and node.attr == "base" or isinstance(node, ast.Call) and \
+                    getattr(node.func, "id", None) in ("getattr", "hasattr") and len(node.args) > 1 and \
+                    isinstance(node.args[1], ast.Constant) and node.args[1].value == "base":
+                readers.append(f"{rel}:{node.lineno}")
+    # owns_memory itself, and agrad.compile's proxy array passing the question on to its array
+    where = sorted(r.split(":")[0] for r in readers)
+    assert where == ["agrad/backend/__init__.py", "agrad/compile/trace.py"], (
+        f"an array's base is read outside backend.owns_memory (call it instead): {readers}")
