@@ -117,10 +117,9 @@ def _update(t: Tensor, compute: Callable[[Tensor], Tensor], what: str) -> None:
         tracer.adopt_tensor(t)
     view = t._view
     if view is None:
-        old = tape.shell(t)
+        old = t._shell()
         new = compute(old)
         _write(t, new, what)
-        bump_version(t, what)
         tape.replace_node(t, new, old)
         return
     # A view: the new value is computed from the same view of the base's node, and the
@@ -128,12 +127,11 @@ def _update(t: Tensor, compute: Callable[[Tensor], Tensor], what: str) -> None:
     base, steps, _ = view
     if tracer is not None:
         tracer.adopt_tensor(base)
-    old_base = tape.shell(base)
+    old_base = base._shell()
     current = _apply(old_base, steps)
     new = compute(current)
     new_base = _write_back(old_base, steps, new)
     _write(t, new, what)
-    bump_version(t, what)
     tape.replace_node(base, new_base, old_base)
     tape.refresh(t)
 
@@ -154,8 +152,9 @@ def _write_back(base: Tensor, steps: tuple, new: Tensor) -> Tensor:
 
 
 def _write(t: Tensor, new: Tensor, what: str) -> None:
+    """``new``'s values written into ``t``'s array, and a new version of its memory."""
     try:
-        t._data[...] = new._data
+        t._write(..., new._data, what)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"agrad: {what} cannot write into {backend.describe(t._data)}: {exc}") from None
 
@@ -210,12 +209,12 @@ def _augmented_in_place(t: Tensor, other: Any, op: str) -> Tensor:
     if tuple(data.shape) != tuple(t._data.shape) or data.dtype != t._data.dtype:
         raise ValueError(f"agrad: `{op}` would change {backend.describe(t._data)} into "
                          f"{backend.describe(data)}; an in-place update keeps the shape and dtype")
-    if data is not t._data:
-        if tracer is None:  # no in-place form: the array is new, and shares nothing any more
-            t._vc = [t._version, f"`{op}`"]
-            t._view = None
-        t._data = data  # (while agrad.compile traces: the proxy of the array updated in place)
-    bump_version(t, f"`{op}`")
+    if data is t._data:
+        bump_version(t, f"`{op}`")
+    elif tracer is None:  # no in-place form: the array is new, and shares nothing any more
+        t._replace_memory(data, f"`{op}`")
+    else:  # (while agrad.compile traces: the proxy of the array updated in place)
+        t._replace_array(data, f"`{op}`")
     return t
 
 
@@ -239,10 +238,9 @@ def _setitem_in_place(t: Tensor, key: Any, raw: Any) -> None:
             normal = ...
         key = normal
     try:
-        t._data[key] = raw
+        t._write(key, raw, "item assignment")
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"agrad: item assignment cannot write into {backend.describe(t._data)}: {exc}") from None
-    bump_version(t, "item assignment")
 
 
 def _iadd(a, b): a += b; return a  # noqa: E702

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from . import backend, forward_mode
 from .compile import trace as tracing
-from .tensor import Tensor, alias, shared_counter, version_of
+from .tensor import Tensor, alias, version_of
 
 __all__ = ["Primitive", "primitive", "read_only_view", "no_grad", "enable_grad", "is_grad_enabled", "backward",
            "gradients"]
@@ -330,16 +330,20 @@ def apply(prim: Primitive, /, *args: Any, **params: Any) -> Tensor:
     tracer = tracing._TRACER
     if tracer is not None:  # agrad.compile is tracing: outside arrays become proxies
         args = tracer.adopt_args(args)
-    raw = ()
+    raw = versions = ()  # versions: the inputs' (0 for those without a version counter)
     needs_grad = counted = False  # counted: an input has a version counter (updated in place, or a view):
     cls = None  # record the versions. cls: the class of the arrays, while they are all one
     for a in args:
         if isinstance(a, Tensor):
-            if a._vc is not None:
+            vc = a._vc
+            if vc is not None:
                 counted = True
                 view = a._view
                 if view is not None and view[2] != generation(view[0]):
                     refresh(a)  # its base was updated in place since: the same view of the new base
+                versions += (vc[0],)
+            else:
+                versions += _ZERO
             d = a._data
             raw += (d,)
             if a.requires_grad:
@@ -348,6 +352,7 @@ def apply(prim: Primitive, /, *args: Any, **params: Any) -> Tensor:
                 cls = _SEVERAL if cls is not None else d.__class__
         else:
             raw += (a,)
+            versions += _ZERO
             c = a.__class__
             if c is not cls and c not in _SCALARS:  # a raw array (or something namespace_of refuses)
                 cls = _SEVERAL if cls is not None else c
@@ -368,36 +373,19 @@ def apply(prim: Primitive, /, *args: Any, **params: Any) -> Tensor:
         out = as_array(xp, out)
     elif tracer is not None:
         out = tracer.as_eager(out)
-    t = _new(Tensor)
-    t._data = out
-    t.grad = None
-    t._tangents = None
-    t._vc = None
-    t._view = None
-    t._past = None
+    # The result: a node (its versions: the inputs', then its own, None while all are 0), or
+    # a constant; a view of its first argument shares that one's version counter.
     if prim.view is not None and args and isinstance(args[0], Tensor) and backend.aliases(out, args[0]._data):
-        _mark_view(t, args[0], prim, plain_params)
-        counted = True
-    if needs_grad and _grad_mode.enabled:
-        t.requires_grad = True
-        t._prim = prim
-        t._args = args
-        t._inputs = raw
-        t._params = params
-        if counted:
-            versions = ()
-            for a in args:  # (a loop, not a generator: this runs for every op on a parameter)
-                versions += (a._vc[0] if isinstance(a, Tensor) and a._vc is not None else 0,)
-            t._versions = (*versions, 0 if t._vc is None else t._vc[0])
+        x = args[0]
+        if needs_grad and _grad_mode.enabled:
+            t = _node(out, prim, args, raw, params, versions + (version_of(x),))
         else:
-            t._versions = None
+            t = _constant(out)
+        t._mark_view(x, prim, plain_params)
+    elif needs_grad and _grad_mode.enabled:
+        t = _node(out, prim, args, raw, params, versions + _ZERO if counted else None)
     else:
-        t.requires_grad = False
-        t._prim = None
-        t._args = None
-        t._inputs = None
-        t._params = None
-        t._versions = None
+        t = _constant(out)
     if forward_mode._running:  # a jvp is running: tangents may propagate (none can otherwise)
         for a in args:
             if isinstance(a, Tensor) and a._tangents is not None:
@@ -408,12 +396,15 @@ def apply(prim: Primitive, /, *args: Any, **params: Any) -> Tensor:
 
 Primitive.__call__ = apply  # type: ignore[method-assign]
 _ONE_WANTED = (True,)
+_ZERO = (0,)
 _SEVERAL = object()  # (no namespace's array class): arrays of several classes
 _SCALARS = frozenset((bool, int, float, complex))  # the Python scalars, which have no namespace
 _by_type = backend._BY_TYPE
-_new = object.__new__
+_node = Tensor._node  # (the fast constructors, one global look-up each)
+_constant = Tensor._constant
 namespace_of = backend.namespace_of
 as_array = backend.as_array
+owns_memory = backend.owns_memory
 
 
 # --------------------------------------------------------------------------- views and in-place updates
@@ -453,40 +444,13 @@ def generation(t: Tensor) -> int:
     return 0 if past is None else past.generation
 
 
-def _mark_view(out: Tensor, x: Tensor, prim: Primitive, params: dict) -> None:
-    """``out`` (made by ``prim`` from ``x``) shares ``x``'s memory: one version counter,
-    and the way to make it again from the Tensor whose history it follows."""
-    out._vc = shared_counter(x)
-    if x._view is not None:
-        base, steps = x._view[0], x._view[1]
-    else:
-        base, steps = x, ()
-    out._view = (base, steps + ((prim, params),), generation(base))
-
-
-def shell(t: Tensor) -> Tensor:
-    """A new Tensor standing for ``t``'s node and tangents as they are, on its memory."""
-    s = _new(Tensor)
-    s._data = t._data
-    s.grad = None
-    s.requires_grad = t.requires_grad
-    s._prim, s._args, s._inputs, s._params, s._versions = t._prim, t._args, t._inputs, t._params, t._versions
-    s._tangents = dict(t._tangents) if t._tangents is not None else None
-    s._vc = shared_counter(t)
-    s._view = None
-    s._past = None
-    return s
-
-
 def replace_node(t: Tensor, new: Tensor, old: Tensor) -> None:
     """``t`` stands for ``new`` from now on: its history (when the tape records) and its
     tangents; ``new`` was computed from ``old``, a shell of ``t`` made before. Uses of ``t``
     recorded before keep ``old``. ``t``'s array stays: the update was written into it.
     Under ``no_grad`` the history stays, as in PyTorch (a graph that saved the old values
     then fails at backward: the version changed)."""
-    past = t._past
-    if past is None:
-        past = t._past = Past()
+    past = t._past_record()
     past.generation += 1
     t._tangents = new._tangents
     if not _grad_mode.enabled or (new._prim is None and t._prim is None):
@@ -497,14 +461,12 @@ def replace_node(t: Tensor, new: Tensor, old: Tensor) -> None:
     # Runs of nodes freed by a backward pass lead to the same error: keep one of each run.
     while len(entries) > 1 and entries[-1][1]._prim is RELEASED and entries[-2][1]._prim is RELEASED:
         del entries[-2]
-    t.requires_grad = new.requires_grad
-    t._prim, t._args, t._inputs, t._params = new._prim, new._args, new._inputs, new._params
     if new._prim is None:  # a value without a derivative (x //= 2): a constant from now on
-        t._versions = None
+        t._stand_for(new, None)
     else:
         n = len(new._args)
         recorded = new._versions[:n] if new._versions is not None else (0,) * n
-        t._versions = (*recorded, version_of(t))
+        t._stand_for(new, (*recorded, version_of(t)))
 
 
 def refresh(v: Tensor) -> None:
@@ -517,18 +479,14 @@ def refresh(v: Tensor) -> None:
         r = base
         for prim, params in steps:
             r = apply(prim, r, **params)
-    old = shell(v)
-    v._view = r._view if r._view is not None else (base, steps, generation(base))
+    old = v._shell()
+    v._sync_view(r._view if r._view is not None else (base, steps, generation(base)))
     if r._prim is None and v._prim is None:  # a constant before and after: only the tangents may change
         v._tangents = r._tangents
         return
-    past = v._past
-    if past is None:
-        past = v._past = Past()
-    past.entries.append((version_of(v), old))
+    v._past_record().entries.append((version_of(v), old))
     _REPLACED[0] = True
-    v.requires_grad = r.requires_grad
-    v._prim, v._args, v._inputs, v._params, v._versions = r._prim, r._args, r._inputs, r._params, r._versions
+    v._stand_for(r, r._versions)
     v._tangents = r._tangents
 
 
@@ -843,7 +801,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 if ga.dtype != a._data.dtype:
                     ga = _cast_gradient(xp, ga, a, t._prim)
                 if a._prim is None:
-                    if fast_leaves and a.grad is None and ga is not g and getattr(ga, "base", 0) is None:
+                    if fast_leaves and a.grad is None and ga is not g and owns_memory(ga):
                         a.grad = _wrap(ga)  # the common case, inlined: a fresh array for a fresh leaf
                     else:
                         _deliver_leaf(a, ga, g, capture, create_graph)
@@ -938,12 +896,12 @@ def _deliver_leaf(leaf: Tensor, ga: Any, g_in: Any, capture: dict[int, Any] | No
         return
     if create_graph:
         grad = ga if isinstance(ga, Tensor) else Tensor(ga)
-        if grad is g_in or not _owns(grad._data):
+        if grad is g_in or not owns_memory(grad._data):
             grad = grad * 1  # a recorded copy
         leaf.grad = grad if leaf.grad is None else leaf.grad + grad
         return
     if leaf.grad is None:
-        if ga is g_in or not _owns(ga):
+        if ga is g_in or not owns_memory(ga):
             # The VJP handed back the incoming gradient (or a view of it), which other
             # leaves or the caller may also hold: copy so that .grad is ours alone.
             xp = backend.namespace_of((ga,), "backward")
@@ -953,20 +911,7 @@ def _deliver_leaf(leaf: Tensor, ga: Any, g_in: Any, capture: dict[int, Any] | No
         leaf.grad = _wrap(leaf.grad._data + ga)
 
 
-def _wrap(data: Any) -> Tensor:
-    """A constant Tensor around an array already known to be valid (no checks)."""
-    t = _new(Tensor)
-    t._data = data
-    t.grad = t._prim = t._args = t._inputs = t._params = t._tangents = t._versions = None
-    t._vc = t._view = t._past = None
-    t.requires_grad = False
-    return t
-
-
-def _owns(x: Any) -> bool:
-    # NumPy and CuPy arrays that own their memory have base None; anything else
-    # (views, read-only broadcasts, array-api-strict wrappers) is treated as shared.
-    return getattr(x, "base", 0) is None
+_wrap = Tensor._constant  # a constant Tensor around an array already known to be valid (no checks)
 
 
 def _seed(root: Tensor, grad: Any, create_graph: bool, op: str) -> Any:
@@ -1069,7 +1014,7 @@ def gradients(outputs: Sequence[Tensor], inputs: Sequence[Tensor], grad_outputs:
                 with _set_grad(True):
                     g = _differentiable_namespace().identity(g)
         else:
-            if not _owns(g) or any(g is r._data for r in result):
+            if not owns_memory(g) or any(g is r._data for r in result):
                 g = backend.namespace_of((g,), "grad").asarray(g, copy=True)
             g = Tensor(g)
         handed_out.add(id(g))

@@ -17,6 +17,7 @@ ArrayLike = Any
 Python scalar (a constant)."""
 
 _AGRAD_DTYPES: dict = {}  # backend dtype class -> {backend dtype -> agrad dtype}, filled on first sight
+_object_new = object.__new__  # (the fast constructors make Tensors without __init__)
 
 
 class Tensor:
@@ -33,6 +34,7 @@ class Tensor:
     # shared with nobody yet), _versions the versions of a recorded node's inputs and of
     # its output when it was recorded (None: all 0). _view says how a view was made from
     # the Tensor whose history it follows, _past the nodes an in-place update replaced.
+    # Only this module writes _data, _vc, _versions, _view and _past: see "internals" below.
     __slots__ = ("_data", "grad", "requires_grad", "_prim", "_args", "_inputs", "_params", "_tangents",
                  "_vc", "_versions", "_view", "_past", "__weakref__")
     grad: "Tensor | None"
@@ -106,12 +108,9 @@ class Tensor:
                 value = value._data
             if backend.namespace_of((value,), "Tensor.data") is None:
                 raise TypeError(f"agrad: .data must be a backend array, got {type(value).__name__}")
-            # New memory: no longer an alias of anything, but graphs that saved this
-            # Tensor still see a new version.
-            self._vc = [self._version, "assigning to .data"]
-            self._view = None
-            self._data = value
-        bump_version(self, "assigning to .data")
+            self._replace_memory(value, "assigning to .data")
+        else:
+            bump_version(self, "assigning to .data")
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         """Mark this (leaf) tensor as needing a gradient. Only floating dtypes can."""
@@ -129,6 +128,135 @@ class Tensor:
                 raise RuntimeError("agrad: requires_grad_ can only be set on leaf tensors; use .detach() first")
         self.requires_grad = bool(requires_grad)
         return self
+
+    # ----------------------------------------------------------------- internals: the only writers
+    # _data, _vc, _versions, _view and _past are assigned here and nowhere else in agrad
+    # (tests/test_layout.py scans for writes elsewhere): the tape, in-place updates,
+    # optimizers, modules, initialisers and agrad.compile's tracer call these methods.
+    # One exception, the compiled replay's fast path: the write-backs that
+    # agrad/compile/codegen.py generates assign ``w._data = new`` and ``w._vc[0] += 1``
+    # inline (the body of :meth:`_replace_array` for a Tensor whose counter the code
+    # generator made beforehand with :func:`shared_counter`), because a method call there
+    # would add Python bytecodes to every replayed step.
+
+    @classmethod
+    def _constant(cls, data: Any) -> "Tensor":
+        """A constant Tensor (no history, no gradient) on ``data``, an array already known
+        to be valid: no checks. The fast constructor of unrecorded results and gradients."""
+        t = _object_new(cls)
+        t._data = data
+        t.grad = t._prim = t._args = t._inputs = t._params = t._tangents = t._versions = None
+        t._vc = t._view = t._past = None
+        t.requires_grad = False
+        return t
+
+    @classmethod
+    def _node(cls, data: Any, prim: Any, args: tuple, inputs: tuple, params: dict, versions: tuple | None) -> "Tensor":
+        """The recorded node ``prim(*args, **params)`` with value ``data`` (no checks): the
+        fast constructor of ``tape.apply``, once per recorded op. ``inputs`` are the raw
+        arrays of ``args``; ``versions`` the versions of ``args`` and of the output when it
+        was recorded (None: all 0)."""
+        t = _object_new(cls)
+        t._data = data
+        t.grad = None
+        t.requires_grad = True
+        t._prim = prim
+        t._args = args
+        t._inputs = inputs
+        t._params = params
+        t._tangents = None
+        t._vc = None
+        t._versions = versions
+        t._view = None
+        t._past = None
+        return t
+
+    def _shell(self) -> "Tensor":
+        """A new Tensor standing for this Tensor's node and tangents as they are now, on its
+        memory (sharing its version counter): what uses recorded before an in-place update
+        keep (see the tape's ``replace_node``)."""
+        s = _object_new(Tensor)
+        s._data = self._data
+        s.grad = None
+        s.requires_grad = self.requires_grad
+        s._prim, s._args, s._inputs, s._params, s._versions = (self._prim, self._args, self._inputs, self._params,
+                                                                self._versions)
+        s._tangents = dict(self._tangents) if self._tangents is not None else None
+        s._vc = shared_counter(self)
+        s._view = None
+        s._past = None
+        return s
+
+    def _stand_for(self, node: "Tensor", versions: tuple | None) -> None:
+        """Stand for ``node``'s history from now on (``requires_grad``, the primitive, its
+        arguments), with ``versions`` as the recorded versions: the tape's
+        ``replace_node`` and ``refresh``."""
+        self.requires_grad = node.requires_grad
+        self._prim, self._args, self._inputs, self._params = node._prim, node._args, node._inputs, node._params
+        self._versions = versions
+
+    def _past_record(self) -> "_tape.Past":
+        """The record of the nodes in-place updates made this Tensor stop standing for
+        (made on first need)."""
+        past = self._past
+        if past is None:
+            past = self._past = _tape.Past()
+        return past
+
+    def _mark_view(self, x: "Tensor", prim: Any, params: dict) -> None:
+        """This Tensor (made by ``prim`` from ``x``) shares ``x``'s memory: one version
+        counter, and the way to make it again from the Tensor whose history it follows."""
+        self._vc = shared_counter(x)
+        if x._view is not None:
+            base, steps = x._view[0], x._view[1]
+        else:
+            base, steps = x, ()
+        self._view = (base, steps + ((prim, params),), _tape.generation(base))
+
+    def _sync_view(self, view: tuple) -> None:
+        """This view was made again from its base's new node (the tape's ``refresh``):
+        ``view`` is (base, view steps, the base's generation it is now in step with)."""
+        self._view = view
+
+    def _share_counter(self, other: "Tensor") -> None:
+        """This Tensor is on ``other``'s memory (a new alias): one version counter."""
+        self._vc = shared_counter(other)
+
+    def _replace_array(self, new: Any, update: str) -> None:
+        """Hold ``new`` instead of the array (same shape and dtype: the same values'
+        successor) and bump the version counter, naming the ``update`` ('an optimizer
+        step', 'load_state_dict'...): graphs recorded before cannot use the new values
+        silently. The counter stays shared with the Tensor's aliases. Optimizers call it
+        for every parameter of every step."""
+        self._data = new
+        vc = self._vc
+        if vc is None:
+            self._vc = [1, update]
+        else:
+            vc[0] += 1
+            vc[1] = update
+
+    def _replace_memory(self, new: Any, update: str) -> None:
+        """Hold ``new``, new memory, instead of the array: no longer an alias of anything
+        (a counter of its own, no view), yet graphs that saved this Tensor see a new
+        version, named by ``update``. (``.data = ...``; ``t op= x`` where the backend has
+        no in-place form.)"""
+        self._vc = [self._version, update]
+        self._view = None
+        self._data = new
+        bump_version(self, update)
+
+    def _write(self, key: Any, value: Any, update: str) -> None:
+        """``array[key] = value``, in place, and a new version of the memory named by
+        ``update`` (every Tensor on it sees it). Nothing is bumped if the write raises."""
+        self._data[key] = value
+        bump_version(self, update)
+
+    def _trace_swap(self, array: Any) -> None:
+        """agrad.compile's tracer only (compile/state.py): hold ``array``, the proxy of the
+        same array or, after the trace, the real array back, with no new version (the
+        values are the same)."""
+        self._data = array
 
     # ----------------------------------------------------------------- properties
     @property
@@ -391,7 +519,7 @@ def bump_version(t: Tensor, what: str) -> None:
 def alias(t: Tensor) -> Tensor:
     """A new Tensor on ``t``'s array, with no history or tangents, sharing its version counter."""
     out = Tensor(t._data)
-    out._vc = shared_counter(t)
+    out._share_counter(t)
     return out
 
 

@@ -525,6 +525,17 @@ def _memory(x: Any) -> Any:
     return x if ns is None else ns.backend.memory(x)
 
 
+def owns_memory(x: Any) -> bool:
+    """Whether array ``x`` certainly holds memory of its own, shared with no other array:
+    a NumPy or CuPy array that is not a view (its ``base`` is None). Anything else (views,
+    read-only broadcasts, wrappers such as array-api-strict's arrays or agrad.compile's
+    proxies of them, which have no ``base``) may share its memory. agrad's one answer to
+    this question: the tape asks it before keeping a gradient as a leaf's ``.grad``,
+    ``clip_grad_norm_`` before scaling a gradient in place, :func:`aliases` before asking
+    the backend."""
+    return getattr(x, "base", 0) is None
+
+
 def aliases(a: Any, b: Any) -> bool:
     """Whether array ``a``, made from ``b``, shares memory with it (is it, or a view of it)."""
     if a is b:
@@ -532,7 +543,7 @@ def aliases(a: Any, b: Any) -> bool:
     a, b = _memory(a), _memory(b)
     if a is b:
         return True
-    if getattr(a, "base", None) is None:  # owns its memory: a new array
+    if owns_memory(a):  # a new array
         return False
     ns = _BY_TYPE.get(a.__class__) or _namespace_for_type(a)
     return ns.backend.shares_memory(a, b)

@@ -194,7 +194,8 @@ class Backend:
         return x
 
     def shares_memory(self, a: Any, b: Any) -> bool:
-        """Whether ``a`` (a view: its ``base`` is set) may share memory with ``b``."""
+        """Whether ``a`` (an array that may not own its memory: see
+        ``agrad.backend.owns_memory``) may share memory with ``b``."""
         return False
 
     # ------------------------------------------------------------------ indexing

@@ -247,6 +247,8 @@ def generate(tracer: Tracer, arg_slots: list, writes: list, out_spec: list, retu
         for j, (kind, where, slot) in enumerate(writes):
             if kind == "tensor":
                 env[f"w{j}"] = where
+                # The compiled replay's fast path, the one writer of Tensor internals outside
+                # agrad/tensor.py (documented there): Tensor._replace_array's body, inline.
                 lines.append(f"w{j}._data = {value(slot)}")
                 # As an eager update: graphs recorded before can't reuse it. (A Tensor's version
                 # counter, once made, stays a list: it is made now, and bumped inline.)

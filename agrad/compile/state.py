@@ -89,11 +89,11 @@ class Tracer(Recorder, hooks.Hooks):
         array, and its gradient if it has one, become sources the replay reads afresh."""
         if isinstance(t._data, TraceArray):
             return
-        t._data = self.source_array(t._data, "tensor", t)
+        t._trace_swap(self.source_array(t._data, "tensor", t))
         self.tensors.append(t)
         if t.grad is not None:
             if not isinstance(t.grad._data, TraceArray):
-                t.grad._data = self.source_array(t.grad._data, "grad", t)
+                t.grad._trace_swap(self.source_array(t.grad._data, "grad", t))
         elif t.requires_grad and t._prim is None and id(t) not in self.cleared_ids:
             # No gradient when met, and not because the function cleared it: a replay needs
             # the same (a gradient present at entry would be accumulated into, eagerly).
@@ -265,7 +265,7 @@ def restore(tracer: Tracer, final: bool) -> list:
     for t in tracer.tensors:
         data = t._data
         if isinstance(data, TraceArray):
-            t._data = data.value
+            t._trace_swap(data.value)
             if final and data.slot != source_slot.get(id(t)):
                 writes.append(("tensor", t, data.slot))
         g = t.grad
@@ -275,7 +275,7 @@ def restore(tracer: Tracer, final: bool) -> list:
                     writes.append(("grad", t, None))
             elif isinstance(g._data, TraceArray):
                 slot = g._data.slot
-                g._data = g._data.value
+                g._trace_swap(g._data.value)
                 if final:
                     writes.append(("grad", t, slot))
     adopted = {id(t) for t in tracer.tensors}

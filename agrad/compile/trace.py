@@ -122,7 +122,7 @@ class TraceArray:
         return self.value.size
 
     @property
-    def base(self) -> Any:  # (the tape asks whether an array owns its memory)
+    def base(self) -> Any:  # (backend.owns_memory asks whether an array owns its memory)
         return getattr(self.value, "base", 0)
 
     @property

@@ -17,7 +17,7 @@ from typing import Any
 from .. import backend
 from .. import random as arandom
 from ..tape import no_grad
-from ..tensor import Tensor, bump_version
+from ..tensor import Tensor
 
 __all__ = ["calculate_gain", "constant_", "kaiming_normal_", "kaiming_uniform_", "normal_", "ones_", "uniform_",
            "xavier_normal_", "xavier_uniform_", "zeros_"]
@@ -32,8 +32,7 @@ def _fill(t: Tensor, host: Any) -> Tensor:
     new = xp.astype(new, t._data.dtype)
     with no_grad():
         if xp.mutable:
-            t._data[...] = new
-            bump_version(t, "an initialiser")
+            t._write(..., new, "an initialiser")
         else:
             t.data = new
     return t

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterator
 from .. import backend, dtypes
 from ..compile import hooks
 from ..optim.optimizers import zero_grad
-from ..tensor import Tensor, bump_version
+from ..tensor import Tensor
 
 
 class Parameter(Tensor):
@@ -166,23 +166,20 @@ class Module:
         for name in sorted(set(own) & set(state)):
             p = own[name]
             value = state[name]._data if isinstance(state[name], Tensor) else state[name]
-            p._data = _onto(value, p._data)
-            bump_version(p, "load_state_dict")
+            p._replace_array(_onto(value, p._data), "load_state_dict")
             p.grad = None
 
     def to(self, device: Any) -> "Module":
         """Move every parameter to ``device`` (in place) and return self."""
         for p in self.parameters():
-            p._data = backend.to_device(p._data, device)
-            bump_version(p, "Module.to()")
+            p._replace_array(backend.to_device(p._data, device), "Module.to()")
             p.grad = None
         return self
 
     def astype(self, dtype: Any) -> "Module":
         for p in self.parameters():
             xp = backend.namespace_of((p._data,), "astype")
-            p._data = xp.astype(p._data, backend.resolve_dtype(xp, dtype))
-            bump_version(p, "Module.astype()")
+            p._replace_array(xp.astype(p._data, backend.resolve_dtype(xp, dtype)), "Module.astype()")
             p.grad = None
         return self
 

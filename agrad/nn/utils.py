@@ -40,7 +40,7 @@ def clip_grad_norm_(parameters: Iterable[Tensor] | Tensor, max_norm: float, norm
     for p in params:
         g = p.grad._data
         scaled = g * xp.astype(coef, g.dtype)
-        if xp.mutable and getattr(g, "base", 0) is None:
+        if xp.mutable and backend.owns_memory(g):
             g[...] = scaled
         else:
             p.grad = Tensor(scaled)

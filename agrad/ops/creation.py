@@ -6,7 +6,7 @@ import builtins
 from typing import Any
 
 from .. import backend, dtypes
-from ..tensor import ArrayLike, Tensor, shared_counter
+from ..tensor import ArrayLike, Tensor
 from .conversions import astype, to_device
 from .elementwise import where
 from .shapes import broadcast_to, reshape, stack
@@ -62,7 +62,7 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
         return tensor(obj, dtype=dtype, device=device)
     out = Tensor(_new_array(_raw(obj), dtype, device, copy=copy, op="asarray"))
     if isinstance(obj, Tensor) and backend.aliases(out._data, obj._data):
-        out._vc = shared_counter(obj)  # the same memory: one version counter
+        out._share_counter(obj)  # the same memory: one version counter
     return out
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 from .. import backend
 from ..compile import hooks, trace
-from ..tensor import Tensor, bump_version
+from ..tensor import Tensor
 
 
 def _check(name: str, value: float, low: float, high: float = math.inf, low_open: bool = False) -> float:
@@ -117,13 +117,14 @@ class Optimizer:
         if hook is not None:
             hook.optimizer_step(self)
         self.steps += 1
+        name = type(self).__name__
         for group in self.param_groups:
             if hook is not None:  # the parameters and their state are read afresh; the learning rate is live
                 group = hook.group_update(self, group)
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                xp = backend.namespace_of((p._data, p.grad._data), type(self).__name__)
+                xp = backend.namespace_of((p._data, p.grad._data), name)
                 state = self.state.get(id(p))
                 if state is None:
                     state = self.state[id(p)] = {}
@@ -131,14 +132,8 @@ class Optimizer:
                     self.init_state(xp, p._data, state)
                     if hook is not None:
                         hook.state_created(self, p, state)
-                p._data = self.update(xp, p._data, p.grad._data, state, group)
-                # Graphs recorded before must not use the new values: bump_version, inlined (every step).
-                vc = p._vc
-                if vc is None:
-                    p._vc = [1, "an optimizer step"]
-                else:
-                    vc[0] += 1
-                    vc[1] = "an optimizer step"
+                # The new array, and a new version: graphs recorded before must not use the new values.
+                p._replace_array(self.update(xp, p._data, p.grad._data, state, group), "an optimizer step")
 
     def _count_step(self) -> None:
         self.steps += 1
@@ -378,8 +373,7 @@ class LBFGS(Optimizer):
         start = 0
         for p in self.params:
             n = p.size
-            p._data = xp.astype(xp.reshape(flat[start:start + n], p.shape), p._data.dtype)
-            bump_version(p, "an optimizer step")
+            p._replace_array(xp.astype(xp.reshape(flat[start:start + n], p.shape), p._data.dtype), "an optimizer step")
             start += n
 
     def _evaluate(self, closure) -> tuple[float, Any]:
