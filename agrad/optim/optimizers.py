@@ -118,22 +118,28 @@ class Optimizer:
             hook.optimizer_step(self)
         self.steps += 1
         name = type(self).__name__
+        by_type = backend._BY_TYPE
         for group in self.param_groups:
             if hook is not None:  # the parameters and their state are read afresh; the learning rate is live
                 group = hook.group_update(self, group)
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                xp = backend.namespace_of((p._data, p.grad._data), name)
+                data, g = p._data, p.grad._data
+                # One array class on a single-device backend (as tape.apply): that backend, without
+                # namespace_of, which checks backends and devices where there is more to check.
+                xp = by_type.get(data.__class__)
+                if xp is None or xp.multi_device or g.__class__ is not data.__class__:
+                    xp = backend.namespace_of((data, g), name)
                 state = self.state.get(id(p))
                 if state is None:
                     state = self.state[id(p)] = {}
                     self._structure_version += 1
-                    self.init_state(xp, p._data, state)
+                    self.init_state(xp, data, state)
                     if hook is not None:
                         hook.state_created(self, p, state)
                 # The new array, and a new version: graphs recorded before must not use the new values.
-                p._replace_array(self.update(xp, p._data, p.grad._data, state, group), "an optimizer step")
+                p._replace_array(self.update(xp, data, g, state, group), "an optimizer step")
 
     def _count_step(self) -> None:
         self.steps += 1
