@@ -64,7 +64,7 @@ _lock = threading.Lock()
 
 
 def register_backend(backend: Backend | type[Backend], *, replace: bool = False) -> Backend:
-    """Add a backend (a :class:`Backend` subclass or instance) under its ``name``.
+    """Add a backend (a :class:`~agrad.backend.base.Backend` subclass or instance) under its ``name``.
 
     It can then be selected (``agrad.set_backend(name)``, ``agrad.use_backend(name)``),
     and its arrays (``backend.owns(x)``) are used by every op. A backend whose array

@@ -78,7 +78,7 @@ class Backend:
     name: ClassVar[str] = ""
     #: Module name prefixes of the library's objects (dtypes, devices).
     modules: ClassVar[tuple[str, ...]] = ()
-    #: Arrays may live on several devices: namespace_of compares devices too.
+    #: Arrays may live on several devices, so namespace_of compares devices too.
     multi_device: ClassVar[bool] = False
     #: In-place updates (``x[...] = y``) are guaranteed (optimizers rely on them).
     mutable: ClassVar[bool] = False
@@ -95,7 +95,7 @@ class Backend:
     narrow_setitem: ClassVar[bool] = False
     #: agrad.compile may record a replay as a CUDA graph (see :meth:`graph_capturer`).
     supports_cuda_graphs: ClassVar[bool] = False
-    #: Types of its 0-d results that are no arrays (NumPy scalars): namespace_of remembers them.
+    #: Types of its 0-d results that are no arrays (NumPy scalars), which namespace_of remembers.
     scalar_types: ClassVar[tuple[type, ...]] = ()
 
     def __repr__(self) -> str:

@@ -25,7 +25,7 @@ nitpick_ignore_regex = [
     ("py:class", r"(typing\.)?(Any|Callable|Iterable|Iterator|Sequence|TypeAlias)"),
     ("py:class", r"(np|numpy|cupy|array_api_strict)\..*"),
     ("py:class", r"ArrayLike|ArrayNamespace|TreeDef|Plan|os\.PathLike"),
-    ("py:class", r"agrad\.(tensor\.ArrayLike|tree\.TreeDef|tape\.Plan)"),
+    ("py:class", r"agrad\.(tensor\.ArrayLike|tree\.TreeDef|tape\.Plan|backend\.base\.ArrayNamespace)"),
     ("py:obj", r".*"),
 ]
 html_theme = "alabaster"
