@@ -26,6 +26,7 @@ from .random import manual_seed
 from .tape import Primitive, enable_grad, gradients, is_grad_enabled, no_grad, primitive
 from .tensor import Tensor
 from .transforms import grad, hessian, hvp, jacobian, jvp, stop_gradient, value_and_grad, vjp
+from .batching.vmap import VmapError, vmap
 
 __version__ = "0.2.0.dev0"
 __array_api_version__ = "2024.12"  # the version of the array API standard agrad is written against
@@ -39,6 +40,7 @@ __all__ = [
     "check_grad",
     "enable_grad", "get_backend", "grad", "gradients", "is_grad_enabled", "no_grad", "ops", "primitive",
     "set_backend", "use_backend", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp", "stop_gradient",
+    "vmap", "VmapError",
     "custom_vjp", "custom_jvp", "checkpoint", "data", "datasets", "nn", "optim", "random",
     "CheckpointError", "load", "load_with_metadata", "save", "to_torch_state_dict", "from_torch_state_dict",
     "manual_seed", "tree", "e", "inf", "nan", "newaxis", "pi", "linalg",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import backend, dtypes
+from .batching import vmap as _vmap
 from .compile import hooks
 from .tensor import Tensor
 
@@ -39,25 +40,38 @@ def _no_tracing(what: str) -> None:
         hook.random_numbers(what)
 
 
+def draw(what: str, shape: tuple, sample: Any) -> tuple[Any, list[int]]:
+    """``sample(full_shape)`` on the host: random numbers of ``shape`` for each example of
+    the running vmaps that asked for different ones (their axes in front; the levels to
+    batch the result over come back too), refused inside agrad.compile and inside a vmap
+    with randomness="error"."""
+    _no_tracing(what)
+    full, levels = _vmap.draw_shape(tuple(shape))
+    return sample(full), levels
+
+
 def uniform(low: float, high: float, shape: tuple, dtype: Any = None, device: Any = None,
             rng: Any = None) -> Tensor:
     """Uniform samples on [low, high), drawn on the host in float64 then cast and moved."""
-    _no_tracing("random numbers")
     rng = rng or _default
-    host = rng.uniform(low, high, size=shape)
-    return _place(host, dtype, device)
+    host, levels = draw("random numbers", shape, lambda s: rng.uniform(low, high, size=s))
+    return _vmap.batch_draw(_place(host, dtype, device), levels)
 
 
 def normal(shape: tuple, mean: float = 0.0, std: float = 1.0, dtype: Any = None, device: Any = None,
            rng: Any = None) -> Tensor:
     """Normal samples, drawn on the host in float64 then cast and moved."""
-    _no_tracing("random numbers")
     rng = rng or _default
-    return _place(rng.normal(mean, std, size=shape), dtype, device)
+    host, levels = draw("random numbers", shape, lambda s: rng.normal(mean, std, size=s))
+    return _vmap.batch_draw(_place(host, dtype, device), levels)
 
 
 def permutation(n: int, rng: Any = None) -> Any:
     """A host permutation of range(n) (integers), the same on every backend."""
+    _, levels = _vmap.draw_shape((n,))
+    if levels:
+        raise _vmap.VmapError("agrad.random.permutation returns a host array, which cannot differ from example to "
+                              "example inside vmap(randomness='different'); draw it outside the mapped function")
     return (rng or _default).permutation(n)
 
 

@@ -18,6 +18,7 @@ import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from . import backend, forward_mode
+from .batching import batched, rules as batching_rules
 from .compile import trace as tracing
 from .tensor import Tensor, alias, version_of
 
@@ -63,6 +64,7 @@ REGISTRY: dict[str, "Primitive"] = {}
 # transform (vmap's batching rules) adds a kind without touching the declaration or the engine.
 VJP = "vjp"
 JVP = "jvp"
+BATCH = batched.BATCH  # "batch": agrad.vmap's batching rules (agrad.batching.rules)
 
 Rule = Callable[..., Any]
 
@@ -83,6 +85,9 @@ class Primitive:
       from the arguments' tangents (None where an argument has none). JVP rules always
       run on Tensors with agrad's differentiable namespace, so they can be differentiated
       again.
+    - ``rules["batch"](xp, dims, *args, **params)`` returns ``(out, out_dim)``, the op on
+      many examples at once (agrad.vmap): ``dims[i]`` is the axis along which argument
+      ``i`` holds its examples (None: not batched); see :mod:`agrad.batching.rules`.
 
     Declare primitives with :func:`primitive`, which also writes the rules of the common
     cases (per-argument rules, linear and elementwise ops); :meth:`def_rule` writes one.
@@ -140,8 +145,8 @@ class Primitive:
 
 def primitive(name: str, forward: Callable, *, vjp: Rule | Sequence[Rule | None] | None = None,
               jvp: Rule | Sequence[Rule | None] | None = None, linear: bool = False, elementwise: bool = False,
-              saves: Sequence[tuple] | None = None, view: Callable | None = None, has_aux: bool = False,
-              register: bool = True) -> Primitive:
+              batch: Rule | None = None, saves: Sequence[tuple] | None = None, view: Callable | None = None,
+              has_aux: bool = False, register: bool = True) -> Primitive:
     """Declare a new differentiable operation: the one way agrad's own ops are declared.
 
     Example::
@@ -161,7 +166,13 @@ def primitive(name: str, forward: Callable, *, vjp: Rule | Sequence[Rule | None]
     - ``linear=True``: the op is linear in its array arguments, so the output's tangent
       is the op applied to the tangents, and the VJP reads no values (``saves=()``).
     - ``elementwise=True``: the Jacobian is diagonal, so the VJP with the tangent in
-      place of ``g`` is the JVP (broadcasting included).
+      place of ``g`` is the JVP (broadcasting included), and the op batches as it
+      broadcasts (the batching rule is :func:`agrad.batching.rules.elementwise`).
+
+    ``batch`` is the batching rule ``batch(xp, dims, *args, **params) -> (out, out_dim)``
+    that :func:`agrad.vmap` runs (see :mod:`agrad.batching.rules`, which also has the
+    rules of reductions and ops along an axis); without one (and without
+    ``elementwise=True``) the op cannot be mapped.
 
     Write the rules only with operators and ``xp`` functions so that they also run on
     Tensors, which makes higher-order derivatives of the new op work too.
@@ -186,6 +197,10 @@ def primitive(name: str, forward: Callable, *, vjp: Rule | Sequence[Rule | None]
         prim.def_rule(JVP, per_argument_jvp(name, vjp) if per_arg else _jvp_from_vjp(vjp))
     elif jvp is not None:
         prim.def_rule(JVP, jvp if callable(jvp) else per_argument_jvp(name, jvp))
+    if batch is not None:
+        prim.def_rule(BATCH, batch)
+    elif elementwise:
+        prim.def_rule(BATCH, batching_rules.elementwise(prim))
     return prim
 
 
@@ -359,11 +374,15 @@ def apply(prim: Primitive, /, *args: Any, **params: Any) -> Tensor:
     # One array class on a single-device backend: that backend, without asking namespace_of
     # (which finds the same, and checks backends and devices when there is more to check).
     xp = _by_type.get(cls)
-    if xp is None or xp.multi_device:
+    if xp is not None and not xp.multi_device:
+        out = prim.forward(xp, *raw, **params)
+    else:
         xp = namespace_of(raw, prim.name)
         if xp is None:
             xp = backend.creation_namespace()
-    out = prim.forward(xp, *raw, **params)
+        # Batched arrays (agrad.vmap): the batching rule, not the forward
+        out = batched.run_rule(prim, args, raw, params) if xp.__class__ is _BatchNamespace else \
+            prim.forward(xp, *raw, **params)
     plain_params = params
     if prim.has_aux:
         out, aux = out
@@ -400,6 +419,8 @@ _ZERO = (0,)
 _SEVERAL = object()  # (no namespace's array class): arrays of several classes
 _SCALARS = frozenset((bool, int, float, complex))  # the Python scalars, which have no namespace
 _by_type = backend._BY_TYPE
+_BatchNamespace = batched.BatchNamespace
+_BatchedArray = batched.BatchedArray
 _node = Tensor._node  # (the fast constructors, one global look-up each)
 _constant = Tensor._constant
 namespace_of = backend.namespace_of
@@ -638,7 +659,8 @@ def plan(roots: Sequence[Tensor], targets: Sequence[Tensor] | None) -> Plan:
     for t in order:
         if id(t) in useful or any(isinstance(a, Tensor) and id(a) in useful for a in t._args):
             useful.add(id(t))
-    foreign = any(id(t) in live for t in targets)
+    foreign = any(id(t) in live or (t._data.__class__ is _BatchedArray and batched.hides_trace(t._data))
+                  for t in targets)
     counts: dict[int, int] = {}
     for t in order:
         if id(t) not in useful:
@@ -648,6 +670,9 @@ def plan(roots: Sequence[Tensor], targets: Sequence[Tensor] | None) -> Plan:
             foreign = True
         for a in t._args:
             if not (isinstance(a, Tensor) and a.requires_grad):
+                # a constant here, but its examples (agrad.vmap) may be traced outside the vmap
+                if isinstance(a, Tensor) and a._data.__class__ is _BatchedArray and batched.hides_trace(a._data):
+                    foreign = True
                 continue
             if id(a) in useful:
                 if a._prim is not None:

@@ -175,7 +175,7 @@ def namespace_of(arrays: Any, op: str = "operation") -> ArrayNamespace | None:
         if xp is None:
             xp, first = ns, a
         elif ns is not xp or (ns.multi_device and a.device != first.device):
-            traced = _traced_pair(xp, ns)
+            traced = _traced_pair(xp, ns) or _wrapper_pair(xp, ns)
             if traced is None or (ns.multi_device and a.device != first.device):
                 raise _mixed_error(op, list(arrays), first, a)
             xp = traced
@@ -189,6 +189,26 @@ def _traced_pair(a: Any, b: Any) -> Any:
     if home_a is b:
         return a
     if home_b is a:
+        return b
+    return None
+
+
+_WRAPPERS: dict[type, Callable[[Any], str]] = {}  # array types wrapping other arrays -> how to describe one
+
+
+def register_array_wrapper(array_type: type, namespace: Any, describe: Callable[[Any], str]) -> None:
+    """``array_type`` wraps arrays of the backends (agrad.vmap's batched arrays): its
+    ``namespace`` serves it, and wins when it meets the arrays it wraps (``namespace_of``)."""
+    _BY_TYPE[array_type] = namespace
+    _WRAPPERS[array_type] = describe
+
+
+def _wrapper_pair(a: Any, b: Any) -> Any:
+    """A wrapper's namespace meets another: the wrapper's serves both (its functions take
+    the others' arrays as constants); else None."""
+    if getattr(a, "batching", False):
+        return a
+    if getattr(b, "batching", False):
         return b
     return None
 
@@ -226,6 +246,9 @@ def is_numpy_array(x: Any) -> bool:
 
 def describe(x: Any) -> str:
     """'a numpy float32 array of shape (2, 3) on cpu' -- for error messages."""
+    wrapper = _WRAPPERS.get(type(x))
+    if wrapper is not None:
+        return wrapper(x)
     try:
         ns = _BY_TYPE.get(type(x)) or _namespace_for_type(x)
     except TypeError:

@@ -103,6 +103,8 @@ def attributes_version() -> int:
 def check_values(array: Any, check: Callable[[Any], None], what: str, bounds: tuple[int, int] | None = None) -> None:
     """``check(array)`` (which raises on bad values), and under agrad.compile again before
     every replay: how an op validates its inputs' values (see :meth:`Hooks.check_values`)."""
+    while hasattr(array, "_vmap_physical"):  # inside agrad.vmap: every example's values
+        array = array._vmap_physical
     hook = active()
     if hook is None:
         check(array)

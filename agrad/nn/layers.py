@@ -7,6 +7,8 @@ from typing import Any, Callable, Sequence
 
 from .. import backend, ops
 from .. import random as arandom
+from ..batching import batched
+from ..batching import vmap as _vmap
 from ..compile import hooks
 from .module import Module, Parameter
 
@@ -92,12 +94,12 @@ class Dropout(Module):
             if hook is not None:  # a replay must not skip the dropout once training again
                 hook.guard(lambda m=self: not m.training or m.p == 0.0, True)
             return x
-        arandom._no_tracing("Dropout (in training mode)")
         rng = self.rng or arandom.default_generator()
-        keep = rng.random(tuple(x.shape)) >= self.p
-        mask = backend.from_numpy(keep / (1.0 - self.p), backend=backend.namespace_of((x._data,), "Dropout").name,
-                                  device=x._data.device)
-        return x * ops.astype(ops.asarray(mask), x.dtype)
+        keep, levels = arandom.draw("Dropout (in training mode)", tuple(x.shape), lambda s: rng.random(s) >= self.p)
+        like = batched.bottom(x._data)  # (inside vmap: the array holding the examples)
+        mask = backend.from_numpy(keep / (1.0 - self.p), backend=backend.namespace_of((like,), "Dropout").name,
+                                  device=like.device)
+        return x * ops.astype(_vmap.batch_draw(ops.asarray(mask), levels), x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from .. import backend
+from ..batching import rules
 from ..tape import is_traced, primitive
 from ..tensor import ArrayLike, Tensor
 from . import reductions as R
@@ -51,8 +52,49 @@ def _matmul_vjp_y(xp, g, ans, x, y):
     return _rows_product(xp, x, g)
 
 
+def _matmul_batch(xp, dims, x, y):
+    dx, dy = dims
+    rx, ry = rules.logical_rank(x, dx), rules.logical_rank(y, dy)
+    # One operand batched, its batch axis outside the matrix axes and the other operand no
+    # wider than a matrix: one product as it is (the per-example case: x @ W).
+    if dy is None and ry <= 2 and (rx == 1 or dx <= rx - 2):
+        if rx == 1:
+            return matmul_p(rules.to_front(xp, x, dx), y), 0
+        return matmul_p(x, y), dx
+    if dx is None and rx <= 2 and ry >= 2 and dy <= ry - 2:
+        return matmul_p(x, y), dy
+    # Else: batch axes in front, vectors as matrices, leading axes padded to one rank.
+    squeeze = []
+    if dx is not None:
+        x = rules.to_front(xp, x, dx)
+        if rx == 1:
+            x = xp.expand_dims(x, axis=1)
+            rx = 2
+            squeeze.append(-2)
+    if dy is not None:
+        y = rules.to_front(xp, y, dy)
+        if ry == 1:
+            y = xp.expand_dims(y, axis=-1)
+            ry = 2
+            squeeze.append(-1)
+    lead = max(rx if dx is not None else 0, ry if dy is not None else 0, rx, ry) - 2
+    if dx is not None and rx - 2 < lead:
+        x = xp.reshape(x, (x.shape[0],) + (1,) * (lead - rx + 2) + tuple(x.shape[1:]))
+    if dy is not None and ry - 2 < lead:
+        y = xp.reshape(y, (y.shape[0],) + (1,) * (lead - ry + 2) + tuple(y.shape[1:]))
+    if dx is None and rx >= 2:
+        x = xp.expand_dims(x, axis=0) if rx - 2 >= lead else x
+    if dy is None and ry >= 2:
+        y = xp.expand_dims(y, axis=0) if ry - 2 >= lead else y
+    out = matmul_p(x, y)
+    if squeeze:
+        out = xp.squeeze(out, axis=tuple(sorted(squeeze)))
+    return out, 0
+
+
 matmul_p = primitive("matmul", lambda xp, x, y: xp.matmul(x, y), vjp=[_matmul_vjp_x, _matmul_vjp_y],
-                     jvp=[lambda xp, t, ans, x, y: xp.matmul(t, y), lambda xp, t, ans, x, y: xp.matmul(x, t)])
+                     jvp=[lambda xp, t, ans, x, y: xp.matmul(t, y), lambda xp, t, ans, x, y: xp.matmul(x, t)],
+                     batch=_matmul_batch)
 
 
 def matmul(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:

@@ -6,6 +6,7 @@ import builtins
 import math
 from typing import Any
 
+from ..batching import rules
 from ..tape import primitive
 from ..tensor import ArrayLike, Tensor
 from .conversions import astype
@@ -48,10 +49,18 @@ def _ndim(x) -> int:
 
 # Reductions receive ``axis`` already normalised to a tuple by the public wrappers.
 
+
+def _reduce_batch(prim, dims, x, axis, keepdims, **params):
+    """Batching: the same logical axes (None: all) of the physical array."""
+    (d,) = dims
+    axes = rules.physical_axes(axis, d, x.ndim - 1)
+    return prim(x, axis=axes, keepdims=keepdims, **params), rules.reduced_bdim(d, axes, keepdims)
+
+
 sum_p = primitive(
     "sum", lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims),
     vjp=[lambda xp, g, ans, x, axis, keepdims: xp.broadcast_to(_expand(xp, g, x, axis, keepdims), tuple(x.shape))],
-    linear=True,
+    linear=True, batch=lambda xp, dims, x, axis, keepdims: _reduce_batch(sum_p, dims, x, axis, keepdims),
 )
 
 

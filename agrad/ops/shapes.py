@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .. import backend, dtypes
+from ..batching import batched, rules
 from ..tape import primitive, read_only_view
 from ..tensor import ArrayLike, Tensor
 from .conversions import astype
@@ -21,10 +22,46 @@ from .reductions import normalize_axis
 # allows) give their input with the viewed part replaced (``view``), so that an in-place
 # update of the view reaches its base (agrad.inplace).
 
+def _reshape_batch(xp, dims, x, shape):
+    (d,) = dims
+    x = rules.to_front(xp, x, d)
+    return reshape_p(x, shape=(x.shape[0],) + tuple(shape)), 0
+
+
+def _permute_dims_batch(xp, dims, x, axes):
+    (d,) = dims
+    return permute_dims_p(x, axes=(d,) + tuple(a if a < d else a + 1 for a in axes)), 0
+
+
+def _expand_dims_batch(xp, dims, x, axis):
+    (d,) = dims
+    r = x.ndim - 1
+    a = axis % (r + 1)  # where the new axis is among the result's r + 1 logical axes
+    if a <= d:
+        return expand_dims_p(x, axis=a), d + 1
+    return expand_dims_p(x, axis=a + 1), d
+
+
+def _squeeze_batch(xp, dims, x, axis):
+    (d,) = dims
+    axes = rules.physical_axes(axis, d, x.ndim - 1)
+    return squeeze_p(x, axis=axes), rules.reduced_bdim(d, axes, False)
+
+
+def _broadcast_to_batch(xp, dims, x, shape):
+    (d,) = dims
+    x = rules.to_front(xp, x, d)
+    s = tuple(x.shape)
+    if len(s) - 1 < len(shape):
+        x = reshape_p(x, shape=(s[0],) + (1,) * (len(shape) - len(s) + 1) + s[1:])
+    return broadcast_to_p(x, shape=(s[0],) + tuple(shape)), 0
+
+
 reshape_p = primitive(
     "reshape", lambda xp, x, shape: xp.reshape(x, shape),
     vjp=[lambda xp, g, ans, x, shape: xp.reshape(g, tuple(x.shape))], linear=True,
     view=lambda base, new, shape: reshape(new, tuple(base.shape)),
+    batch=_reshape_batch
 )
 
 
@@ -55,6 +92,7 @@ permute_dims_p = primitive(
     "permute_dims", lambda xp, x, axes: xp.permute_dims(x, axes),
     vjp=[lambda xp, g, ans, x, axes: xp.permute_dims(g, _inverse_permutation(axes))], linear=True,
     view=lambda base, new, axes: permute_dims(new, _inverse_permutation(axes)),
+    batch=_permute_dims_batch
 )
 
 
@@ -71,6 +109,7 @@ expand_dims_p = primitive(
     "expand_dims", lambda xp, x, axis: xp.expand_dims(x, axis=axis),
     vjp=[lambda xp, g, ans, x, axis: xp.reshape(g, tuple(x.shape))], linear=True,
     view=lambda base, new, axis: reshape(new, tuple(base.shape)),
+    batch=_expand_dims_batch
 )
 
 
@@ -85,6 +124,7 @@ squeeze_p = primitive(
     "squeeze", lambda xp, x, axis: xp.squeeze(x, axis=axis),
     vjp=[lambda xp, g, ans, x, axis: xp.reshape(g, tuple(x.shape))], linear=True,
     view=lambda base, new, axis: reshape(new, tuple(base.shape)),
+    batch=_squeeze_batch
 )
 
 
@@ -101,6 +141,7 @@ broadcast_to_p = primitive(
     "broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape),
     vjp=[lambda xp, g, ans, x, shape: g], linear=True,  # the engine sums g back to x's shape
     view=read_only_view,
+    batch=_broadcast_to_batch
 )
 
 
@@ -165,10 +206,17 @@ def stack(arrays: Sequence[ArrayLike], /, *, axis: int = 0) -> Tensor:
 
 # --------------------------------------------------------------------------- indexing
 
+def _getitem_batch(xp, dims, x, key):
+    (d,) = dims
+    r = x.ndim - 1
+    return getitem_p(x, key=batched.physical_key(key, d, r)), batched.batch_position(key, d, r)
+
+
 getitem_p = primitive(
     "getitem", lambda xp, x, key: xp.getitem(x, key),
     vjp=[lambda xp, g, ans, x, key: xp.scatter_add(g, tuple(x.shape), key)], linear=True,
     view=lambda base, new, key: assign(base, key, new),
+    batch=_getitem_batch,
 )
 scatter_add_p = primitive(
     "scatter_add", lambda xp, g, shape, key: xp.scatter_add(g, shape, key),
