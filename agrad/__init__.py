@@ -13,6 +13,7 @@ from . import data, datasets, nn, ops, optim, random, tree
 from . import dtypes as _dtypes
 from . import special as special  # agrad.special: also xp.special for array API code (SciPy looks there)
 from .backend import BackendError, available_backends, get_backend, set_backend, use_backend
+from .batching.vmap import VmapError, vmap
 from .compile import CompileError, compile
 from .custom import checkpoint, custom_jvp, custom_vjp
 from .dtypes import DType, get_default_dtype, set_default_dtype
@@ -26,7 +27,6 @@ from .random import manual_seed
 from .tape import Primitive, enable_grad, gradients, is_grad_enabled, no_grad, primitive
 from .tensor import Tensor
 from .transforms import grad, hessian, hvp, jacobian, jvp, stop_gradient, value_and_grad, vjp
-from .batching.vmap import VmapError, vmap
 
 __version__ = "0.2.0.dev0"
 __array_api_version__ = "2024.12"  # the version of the array API standard agrad is written against

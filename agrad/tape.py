@@ -18,7 +18,8 @@ import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from . import backend, forward_mode
-from .batching import batched, rules as batching_rules
+from .batching import batched
+from .batching import rules as batching_rules
 from .compile import trace as tracing
 from .tensor import Tensor, alias, version_of
 

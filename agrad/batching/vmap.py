@@ -10,7 +10,6 @@ batch, not one per example), and every transform composes with it in any order:
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable
 
 from .. import tree
@@ -259,7 +258,7 @@ def draw_shape(shape: tuple) -> tuple[tuple, list[int]]:
     if not levels:
         return shape, []
     different = []
-    for level, (size, mode) in levels.items():
+    for level, (_size, mode) in levels.items():
         if mode == "error":
             raise VmapError(
                 "agrad.vmap: random numbers drawn inside a mapped function (agrad.random, Dropout in training mode); "
