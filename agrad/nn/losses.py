@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from .. import backend, ops
+from ..batching import rules
 from ..compile import hooks
 from ..tape import primitive
 from ..tensor import Tensor
@@ -45,8 +46,23 @@ def _logistic_jvp(xp, t, ans, logits, labels):
     return xp.sum(t * p) / logits.shape[0]
 
 
+def _logistic_batch(xp, dims, logits, labels):
+    """Batching: every example's loss (the mean over its rows) at once, from agrad ops on
+    the physical values (so grad and jvp of the mapped loss run through them): logits
+    (B, N, C) and labels (B, N), either of them possibly unbatched ((N, C), (N,))."""
+    dl, dy = dims
+    f = rules.to_front(xp, logits, dl)
+    y = rules.to_front(xp, labels, dy)
+    classes = xp.arange(f.shape[-1], device=f.device)
+    onehot = xp.astype(xp.equal(xp.expand_dims(y, axis=-1), classes), f.dtype)  # (B, N, C) or (N, C)
+    rows = xp.logsumexp(f, axis=-1) - xp.sum(f * onehot, axis=-1)
+    return xp.mean(rows, axis=-1), 0
+
+
+# The VJP also runs on batched arrays (per-example gradients: vmap of grad), where aux is
+# None (agrad.vmap's batching rule returns no aux): it recomputes softmax - onehot then.
 logistic_loss_p = primitive("logistic_loss", _logistic_forward, vjp=[_logistic_vjp, None], jvp=[_logistic_jvp, None],
-                            has_aux=True)
+                            has_aux=True, batch=_logistic_batch)
 
 
 def logistic_loss(logits: Any, labels: Any, check_labels: bool = True) -> Tensor:

@@ -14,10 +14,10 @@ from . import reductions as R
 from .creation import ones_like, zeros
 from .data_types import conj, finfo, isdtype
 from .elementwise import abs as _abs
+from .elementwise import add_p, where
 from .elementwise import pow as _pow
-from .elementwise import where
 from .no_gradient import count_nonzero
-from .shapes import broadcast_to, expand_dims, getitem, moveaxis, reshape, stack, take
+from .shapes import broadcast_to, expand_dims, getitem, moveaxis, permute_dims, reshape, stack, take
 
 
 def _matmul_vjp_x(xp, g, ans, x, y):
@@ -116,10 +116,19 @@ def _check_matmul(x1, x2):
         )
 
 
+def _matrix_transpose_batch(xp, dims, x):
+    # The batch axis outside the last two: they are the example's matrix axes, as they are.
+    (d,) = dims
+    if d <= x.ndim - 3:
+        return matrix_transpose_p(x), d
+    return matrix_transpose_p(moveaxis(x, d, 0)), 0
+
+
 matrix_transpose_p = primitive(
     "matrix_transpose", lambda xp, x: xp.matrix_transpose(x),
     vjp=[lambda xp, g, ans, x: xp.matrix_transpose(g)], linear=True,
     view=lambda base, new: matrix_transpose(new),  # (a view of x: see agrad.inplace)
+    batch=_matrix_transpose_batch,
 )
 
 
@@ -166,12 +175,37 @@ def _tensordot_vjp_y(xp, g, ans, x, y, axes):
     return xp.permute_dims(gy, _argsort(order))
 
 
+def _tensordot_batch(xp, dims, x, y, axes):
+    """Batching: the contracted (logical) axes shifted past the batch axis; the result has
+    x's free axes, then y's, and the batch axis among them. Both operands batched: a
+    batched matrix product of (B, free x, contracted) and (B, contracted, free y)."""
+    dx, dy = dims
+    ax, ay = axes
+    if dy is None:  # the batch axis is one of x's free axes
+        px = tuple(a if a < dx else a + 1 for a in ax)
+        return tensordot_p(x, y, axes=(px, tuple(ay))), dx - sum(1 for a in px if a < dx)
+    if dx is None:  # ... one of y's, after all of x's free axes
+        py = tuple(a if a < dy else a + 1 for a in ay)
+        return tensordot_p(x, y, axes=(tuple(ax), py)), x.ndim - len(ax) + dy - sum(1 for a in py if a < dy)
+    px = tuple(a if a < dx else a + 1 for a in ax)
+    py = tuple(a if a < dy else a + 1 for a in ay)
+    free_x = [a for a in range(x.ndim) if a != dx and a not in px]
+    free_y = [a for a in range(y.ndim) if a != dy and a not in py]
+    fx, fy = tuple(x.shape[a] for a in free_x), tuple(y.shape[a] for a in free_y)
+    k = math.prod(x.shape[a] for a in px)
+    n = x.shape[dx]
+    xm = reshape(permute_dims(x, (dx, *free_x, *px)), (n, math.prod(fx), k))
+    ym = reshape(permute_dims(y, (dy, *py, *free_y)), (n, k, math.prod(fy)))
+    return reshape(matmul_p(xm, ym), (n, *fx, *fy)), 0
+
+
 tensordot_p = primitive(
     # (tuples: CuPy compares the axes with ((), ()) to accept 0-d inputs)
     "tensordot", lambda xp, x, y, axes: xp.tensordot(x, y, axes=(tuple(axes[0]), tuple(axes[1]))),
     vjp=[_tensordot_vjp_x, _tensordot_vjp_y],
     jvp=[lambda xp, t, ans, x, y, axes: tensordot_p(t, y, axes=axes),
          lambda xp, t, ans, x, y, axes: tensordot_p(x, t, axes=axes)],
+    batch=_tensordot_batch,
 )
 
 
@@ -200,8 +234,30 @@ def _as_rows(xp, a):
     return a if a.ndim == 2 else xp.reshape(a, (-1, a.shape[-1]))
 
 
+def _linear_batch(xp, dims, x, w, b=None):
+    """Batching of ``x @ w + b``. Per-example inputs with shared (unbatched) weights, the
+    common case, are one ``linear`` of the whole batch: x's batch axis is one of its
+    leading axes, which the product maps over (moved only when it is x's last axis).
+    Batched weights or bias (an ensemble of models): the batched matrix product, then
+    the batched sum."""
+    dx, dw = dims[0], dims[1]
+    db = dims[2] if len(dims) > 2 else None
+    if dw is None and db is None:
+        args = (x, w) if b is None else (x, w, b)
+        if dx == x.ndim - 1:  # the examples lie along the features: put them in front
+            return linear_p(moveaxis(x, dx, 0), *args[1:]), 0
+        return linear_p(*args), dx
+    if dx is None and dw is None:
+        out, d = linear_p(x, w), None
+    else:
+        out, d = _matmul_batch(xp, (dx, dw), x, w)
+    if b is None:
+        return out, d
+    return add_p.rules["batch"](xp, (d, db), out, b)
+
+
 linear_p = primitive(
-    "linear", _linear_forward,
+    "linear", _linear_forward, batch=_linear_batch,
     vjp=[lambda xp, g, ans, x, w, b=None: xp.matmul(g, xp.matrix_transpose(w)),
          lambda xp, g, ans, x, w, b=None: _rows_product(xp, _as_rows(xp, x), _as_rows(xp, g)),
          lambda xp, g, ans, x, w, b=None: xp.sum(g, axis=tuple(range(g.ndim - 1))) if g.ndim > 1 else g],
@@ -250,6 +306,7 @@ from .decompositions import (  # noqa: E402  (re-exported: xp.linalg.* in rules 
     SlogdetResult,
     SVDResult,
     _eye_like,
+    _per_example,
     cholesky,
     det,
     eigh,
@@ -282,7 +339,7 @@ def _two_norm_jvp(xp, t, ans, x, axis, keepdims):
 
 vector_norm_2_p = primitive(
     "vector_norm_2", lambda xp, x, axis, keepdims: xp.linalg.vector_norm(x, axis=axis, keepdims=keepdims),
-    vjp=[_two_norm_vjp], jvp=[_two_norm_jvp],
+    vjp=[_two_norm_vjp], jvp=[_two_norm_jvp], batch=R._reduction_rule(lambda: vector_norm_2_p),
 )
 
 
@@ -349,6 +406,9 @@ def matrix_power(x: ArrayLike, n: int, /) -> Tensor:
 
 def matrix_rank(x: ArrayLike, /, *, rtol: float | None = None) -> Tensor:
     """The number of singular values above rtol * the largest (no gradient)."""
+    mapped = _per_example(x.detach() if isinstance(x, Tensor) else x, lambda v: (matrix_rank(v, rtol=rtol),))
+    if mapped is not None:  # inside agrad.vmap
+        return mapped[0]
     raw = x._data if isinstance(x, Tensor) else x
     xp = backend.namespace_of((raw,), "matrix_rank")
     return Tensor(xp.linalg.matrix_rank(raw, rtol=rtol))
@@ -402,6 +462,9 @@ def pinv(x: ArrayLike, /, *, rtol: float | None = None) -> Tensor:
     """The Moore-Penrose pseudo-inverse, from the reduced SVD; singular values at or below
     rtol * the largest are treated as zero (their derivative too)."""
     raw = x._data if isinstance(x, Tensor) else x
+    mapped = _per_example(x, lambda v: (pinv(v, rtol=rtol),))
+    if mapped is not None:  # inside agrad.vmap
+        return mapped[0]
     if not is_traced(x):  # nothing to differentiate: the backend's own pinv (complex input included)
         xp = backend.namespace_of((raw,), "pinv")
         return Tensor(xp.linalg.pinv(raw, rtol=rtol._data if isinstance(rtol, Tensor) else rtol))
