@@ -505,7 +505,7 @@ class BatchNamespace:
         return "<agrad namespace vmap>"
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
+        if name.startswith("_"):  # (private attributes of other namespaces: agrad.compile's _home)
             raise AttributeError(name)
         fn = self._raw.get(name)
         ops = _ops()
