@@ -171,7 +171,7 @@ def primitive(name: str, forward: Callable, *, vjp: Rule | Sequence[Rule | None]
       broadcasts (the batching rule is :func:`agrad.batching.rules.elementwise`).
 
     ``batch`` is the batching rule ``batch(xp, dims, *args, **params) -> (out, out_dim)``
-    that :func:`agrad.vmap` runs (see :mod:`agrad.batching.rules`, which also has the
+    that ``agrad.vmap`` runs (see :mod:`agrad.batching.rules`, which also has the
     rules of reductions and ops along an axis); without one (and without
     ``elementwise=True``) the op cannot be mapped.
 

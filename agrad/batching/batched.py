@@ -1,4 +1,4 @@
-"""Batched arrays: what a function mapped by :func:`agrad.vmap` computes on.
+"""Batched arrays: what a function mapped by ``agrad.vmap`` computes on.
 
 Inside ``vmap(f)``, ``f`` sees Tensors whose array is a :class:`BatchedArray`: a
 *physical* value (an agrad Tensor holding every example at once) plus the axis along
