@@ -153,3 +153,38 @@ def leading_batch(prim: Any) -> Rule:
         return prim(*out, **params), 0
 
     return rule
+
+
+def along_axes(prim: Any) -> Rule:
+    """An op of one array along logical ``axis`` (an int or a tuple) that keeps the shape
+    (softmax, cumulative sums...): the same axes of the physical array."""
+
+    def rule(xp: Any, dims: tuple, x: Any, *, axis: Any, **params: Any) -> tuple[Any, int]:
+        (d,) = dims
+        axes = physical_axes(axis, d, x.ndim - 1)
+        return prim(x, axis=axes[0] if isinstance(axis, int) else axes, **params), d
+
+    return rule
+
+
+def matrix_op(prim: Any) -> Rule:
+    """A function of the last two axes of one array, mapped over the leading ones (inv,
+    det, cholesky, svd...): as it is when the batch axis is a leading one, else moved to
+    the front."""
+
+    def rule(xp: Any, dims: tuple, x: Any, **params: Any) -> tuple[Any, int]:
+        (d,) = dims
+        if d <= x.ndim - 3:  # (physical rank: the example's plus one)
+            return prim(x, **params), d
+        return prim(to_front(xp, x, d), **params), 0
+
+    return rule
+
+
+def by_forward(xp: Any, dims: tuple, *args: Any, **params: Any) -> tuple[Any, int]:
+    """The batching of custom_vjp, custom_jvp and checkpoint functions: their forward runs
+    on the batched arrays themselves (the user's function sees one example, as it was
+    written), and the node recorded on them keeps the user's rules, so vmap of a
+    derivative uses those rules. ``batched.run_rule`` recognises this marker; it is never
+    called."""
+    raise AssertionError("agrad.batching.rules.by_forward is a marker for run_rule")

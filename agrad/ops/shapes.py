@@ -570,6 +570,27 @@ def index_update(x: ArrayLike, value: ArrayLike, key: tuple) -> Tensor:
     return index_update_p(x, value, key=key)
 
 
+def _assign_where(x: Tensor, mask: Any, value: Any, xp: Any) -> Tensor:
+    """``x[mask] = value`` with a batched mask of x's shape (agrad.vmap: each example its
+    own mask): ``where(mask, value, x)``, for one value written at every selected place
+    (a value per selected element would have a size that differs between examples)."""
+    from . import elementwise  # (late: it imports this module)
+
+    value = _as_value(value, x, xp)
+    size = 1
+    for n in value.shape:
+        size *= n
+    if size != 1:
+        raise batched.VmapError(
+            f"agrad.vmap: x[mask] = value with a batched mask takes one value for every selected element (a value "
+            f"of one element), got shape {tuple(value.shape)}: the number of selected elements differs between "
+            f"examples. Write agrad.where(mask, values, x) with values of x's shape")
+    if value.dtype != x.dtype:
+        value = astype(value, x.dtype)
+    m = mask if isinstance(mask, Tensor) else Tensor._constant(mask)
+    return elementwise.where(m, reshape(value, ()), x)
+
+
 def assign(x: ArrayLike, key: Any, value: ArrayLike) -> Tensor:
     """``x`` with ``x[key] = value``, as a new Tensor, differentiable in ``x`` and ``value``.
 
@@ -591,6 +612,9 @@ def assign(x: ArrayLike, key: Any, value: ArrayLike) -> Tensor:
             return _copy(x)
         value = reshape(broadcast_to(_as_value(value, x, xp), (1,) + tuple(x.shape)), tuple(x.shape))
         key = Ellipsis
+    if raw_key.__class__ is batched.BatchedArray and dtypes.as_dtype(raw_key.dtype) == dtypes.ALL["bool"] and \
+            tuple(raw_key.shape) == tuple(x.shape):
+        return _assign_where(x, key, value, xp)
     key = _normalize_key(x, key, x.ndim)
     value = _as_value(value, x, xp)
     if value.dtype != x.dtype:
@@ -637,7 +661,7 @@ def _assign_batched(x: Tensor, key: tuple, value: Tensor) -> Tensor:
     written differ by example, so the fixed-size form of the last write winning: each
     write is kept where no later one hits its position (found by a stable sort), the kept
     values are scattered, and a scatter of ones says which positions were written."""
-    from . import creation, elementwise, sorting  # (late: they import this module)
+    from . import creation, elementwise, no_gradient, sorting  # (late: they import this module)
 
     size = 1
     for n in x.shape:
@@ -652,13 +676,13 @@ def _assign_batched(x: Tensor, key: tuple, value: Tensor) -> Tensor:
     positions, value = reshape(positions, (-1,)), reshape(value, (-1,))
     order = sorting.argsort(positions, stable=True)
     ordered = take(positions, order, axis=0)
-    last = concat([elementwise.not_equal(ordered[1:], ordered[:-1]),
+    last = concat([no_gradient.not_equal(ordered[1:], ordered[:-1]),
                    creation.ones((1,), dtype=dtypes.ALL["bool"], device=x.device)])
     kept = take(last, sorting.argsort(order, stable=True), axis=0)  # (the inverse permutation)
     zero = creation.zeros((), dtype=value.dtype, device=x.device)
     written = scatter_add(astype(kept, dtypes.ALL["int64"]), (size,), (positions,))
     new = scatter_add(elementwise.where(kept, value, zero), (size,), (positions,))
-    out = elementwise.where(elementwise.greater(written, 0), new, reshape(x, (-1,)))
+    out = elementwise.where(no_gradient.greater(written, 0), new, reshape(x, (-1,)))
     return reshape(out, tuple(x.shape))
 
 
