@@ -199,7 +199,7 @@ def primitive(name: str, forward: Callable, *, vjp: Rule | Sequence[Rule | None]
     elif jvp is not None:
         prim.def_rule(JVP, jvp if callable(jvp) else per_argument_jvp(name, jvp))
     if batch is not None:
-        prim.def_rule(BATCH, batch)
+        prim.def_rule(BATCH, batch(prim) if getattr(batch, "needs_primitive", False) else batch)
     elif elementwise:
         prim.def_rule(BATCH, batching_rules.elementwise(prim))
     return prim

@@ -94,6 +94,14 @@ def reduced_bdim(bdim: int, axes: Sequence[int], keepdims: bool) -> int:
 # --------------------------------------------------------------------------- rule kinds
 
 
+def _kind(factory: Callable) -> Callable:
+    """A kind of rule: ``primitive(..., batch=kind)`` makes the primitive's rule with
+    ``kind(prim)`` (the primitive does not exist yet where its declaration names it)."""
+    factory.needs_primitive = True  # type: ignore[attr-defined]
+    return factory
+
+
+@_kind
 def elementwise(prim: Any) -> Rule:
     """An op that maps elements to elements with broadcasting (``elementwise=True``
     writes it): the op itself on the aligned arguments."""
@@ -105,6 +113,7 @@ def elementwise(prim: Any) -> Rule:
     return rule
 
 
+@_kind
 def reduction(prim: Any, *, keepdims_param: bool = True) -> Rule:
     """An op of one array reducing the logical axes ``axis`` (a tuple, or None for all;
     an int is taken too) with ``keepdims``: the same axes of the physical array."""
@@ -118,6 +127,7 @@ def reduction(prim: Any, *, keepdims_param: bool = True) -> Rule:
     return rule
 
 
+@_kind
 def along_axis(prim: Any) -> Rule:
     """An op of one array along one logical axis ``axis`` that keeps the shape
     (softmax, cumulative sums...): the same axis of the physical array."""
@@ -129,6 +139,7 @@ def along_axis(prim: Any) -> Rule:
     return rule
 
 
+@_kind
 def leading_batch(prim: Any) -> Rule:
     """An op that already maps over leading axes, broadcasting them (matrix functions of
     the linalg extension: inv, det, cholesky...): the batch axes moved to the front, and
@@ -155,6 +166,7 @@ def leading_batch(prim: Any) -> Rule:
     return rule
 
 
+@_kind
 def along_axes(prim: Any) -> Rule:
     """An op of one array along logical ``axis`` (an int or a tuple) that keeps the shape
     (softmax, cumulative sums...): the same axes of the physical array."""
@@ -167,6 +179,7 @@ def along_axes(prim: Any) -> Rule:
     return rule
 
 
+@_kind
 def matrix_op(prim: Any) -> Rule:
     """A function of the last two axes of one array, mapped over the leading ones (inv,
     det, cholesky, svd...): as it is when the batch axis is a leading one, else moved to

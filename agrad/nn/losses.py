@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from .. import backend, ops
-from ..compile import hooks
 from ..batching import batched, rules
+from ..compile import hooks
 from ..tape import primitive
 from ..tensor import Tensor
 

@@ -14,7 +14,7 @@ from ..tensor import ArrayLike, Tensor
 astype_p = primitive(
     "astype", lambda xp, x, dtype: xp.astype(x, backend.resolve_dtype(xp, dtype)),
     vjp=[lambda xp, g, ans, x, dtype: xp.astype(g, x.dtype)], linear=True,
-    batch=lambda xp, dims, *a, **k: rules.elementwise(astype_p)(xp, dims, *a, **k),
+    batch=rules.elementwise,
 )
 
 
@@ -39,7 +39,7 @@ to_device_p = primitive(
     "to_device", lambda xp, x, device: backend.to_device(x, device),
     vjp=[lambda xp, g, ans, x, device: xp.to_device(g, x.device)], linear=True,
     view=lambda base, new, device: to_device(new, base.device),
-    batch=lambda xp, dims, *a, **k: rules.elementwise(to_device_p)(xp, dims, *a, **k),
+    batch=rules.elementwise,
 )
 
 
@@ -52,7 +52,7 @@ def to_device(x: ArrayLike, device: Any, /, *, stream: Any = None) -> Tensor:
 
 
 identity_p = primitive("identity", lambda xp, x: x, vjp=[lambda xp, g, ans, x: g], linear=True,
-                       view=lambda base, new: new, batch=lambda xp, dims, *a, **k: rules.elementwise(identity_p)(xp, dims, *a, **k))  # (the input's array itself: a view)
+                       view=lambda base, new: new, batch=rules.elementwise)  # (the input's array itself: a view)
 
 
 def identity(x: ArrayLike, /) -> Tensor:

@@ -14,7 +14,6 @@ from ..tape import primitive
 from ..tensor import ArrayLike, Tensor
 from .conversions import astype
 from .elementwise import sqrt
-from . import reductions as _R
 from .reductions import normalize_axis, var
 from .shapes import concat, getitem
 
@@ -62,7 +61,7 @@ def _prod_jvp(xp, t, ans, x, axis, keepdims):
     return xp.sum(_prod_vjp(xp, xp.ones_like(ans), ans, x, axis, keepdims) * t, axis=axis, keepdims=keepdims)
 
 
-prod_p = primitive("prod", _prod_forward, vjp=[_prod_vjp], jvp=[_prod_jvp], batch=lambda xp, dims, x, axis, keepdims: _R._reduce_batch(prod_p, dims, x, axis, keepdims))
+prod_p = primitive("prod", _prod_forward, vjp=[_prod_vjp], jvp=[_prod_jvp], batch=rules.reduction)
 
 
 def prod(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
@@ -92,7 +91,7 @@ cumulative_sum_p = primitive(
     "cumulative_sum", lambda xp, x, axis, include_initial: xp.cumulative_sum(x, axis=axis,
                                                                               include_initial=include_initial),
     vjp=[_cumsum_vjp], linear=True,
-    batch=lambda xp, dims, x, **kw: rules.along_axes(cumulative_sum_p)(xp, dims, x, **kw),
+    batch=rules.along_axes,
 )
 
 
@@ -156,7 +155,7 @@ cumulative_prod_p = primitive(
     "cumulative_prod", lambda xp, x, axis, include_initial: xp.cumulative_prod(x, axis=axis,
                                                                                 include_initial=include_initial),
     vjp=[_cumprod_vjp], jvp=[_cumprod_jvp],
-    batch=lambda xp, dims, x, **kw: rules.along_axes(cumulative_prod_p)(xp, dims, x, **kw),
+    batch=rules.along_axes,
 )
 
 

@@ -120,7 +120,7 @@ matrix_transpose_p = primitive(
     "matrix_transpose", lambda xp, x: xp.matrix_transpose(x),
     vjp=[lambda xp, g, ans, x: xp.matrix_transpose(g)], linear=True,
     view=lambda base, new: matrix_transpose(new),  # (a view of x: see agrad.inplace),
-    batch=lambda xp, dims, x: rules.matrix_op(matrix_transpose_p)(xp, dims, x),
+    batch=rules.matrix_op,
 )
 
 
@@ -326,7 +326,7 @@ def _two_norm_jvp(xp, t, ans, x, axis, keepdims):
 vector_norm_2_p = primitive(
     "vector_norm_2", lambda xp, x, axis, keepdims: xp.linalg.vector_norm(x, axis=axis, keepdims=keepdims),
     vjp=[_two_norm_vjp], jvp=[_two_norm_jvp],
-    batch=lambda xp, dims, x, axis, keepdims: R._reduce_batch(vector_norm_2_p, dims, x, axis, keepdims),
+    batch=rules.reduction,
 )
 
 
