@@ -733,6 +733,14 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
     counts, useful = graph.counts, graph.useful
 
     by_type = backend._BY_TYPE
+    # A batched seed of a graph recorded on unbatched values (vmap of a pullback, as
+    # agrad.jacobian does): every cotangent is batched, so every VJP runs in the batched
+    # arrays' namespace, not in the namespace of the value it differentiates.
+    seed_xp = None
+    if not create_graph:
+        for s in seeds:
+            if backend.is_array_wrapper(s):
+                seed_xp = by_type[s.__class__]
     pending: dict[int, Any] = {}
     for r, s in zip(roots, seeds):
         if r._prim is None:
@@ -760,7 +768,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 xp, ans, raw = dxp, t, constants_as_tensors(args)
             else:
                 ans = t._data
-                xp = by_type[ans.__class__]
+                xp = by_type[ans.__class__] if seed_xp is None else seed_xp
                 raw = t._inputs
             # One pass over the inputs: which cotangents this sweep uses (the rule computes no
             # other), and whether an input was updated in place since the node was recorded.
