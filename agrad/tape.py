@@ -734,6 +734,14 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
     counts, useful = graph.counts, graph.useful
 
     by_type = backend._BY_TYPE
+    # A batched seed of a graph recorded on unbatched values (vmap of a pullback, as
+    # agrad.jacobian does): every cotangent is batched, so every VJP runs in the batched
+    # arrays' namespace, not in the namespace of the value it differentiates.
+    seed_xp = None
+    if not create_graph:
+        for s in seeds:
+            if backend.is_array_wrapper(s):
+                seed_xp = by_type[s.__class__]
     pending: dict[int, Any] = {}
     for r, s in zip(roots, seeds):
         if r._prim is None:
@@ -761,7 +769,7 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 xp, ans, raw = dxp, t, constants_as_tensors(args)
             else:
                 ans = t._data
-                xp = by_type[ans.__class__]
+                xp = by_type[ans.__class__] if seed_xp is None else seed_xp
                 raw = t._inputs
                 if xp.__class__ is _BatchNamespace:  # (agrad.vmap: the VJP runs on Tensors, see _batched_vjp)
                     xp = None
