@@ -269,9 +269,9 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto") 
     arguments' structure, with leaves of shape ``out_leaf.shape + x_leaf.shape``. ``mode="forward"``
     takes one jvp per input element, ``"reverse"`` one vjp per output element, and
     ``"auto"`` picks forward mode when there are fewer inputs than outputs. The jvps (vjps)
-    run together, as :func:`agrad.vmap` of one jvp (pullback) over the rows of an
+    run together, as ``agrad.vmap`` of one jvp (pullback) over the rows of an
     identity, as JAX's ``jacfwd`` (``jacrev``): ``f`` runs once, on batched tangents, so it
-    must be mappable (a value-dependent ``if`` in it raises :class:`agrad.VmapError`: write
+    must be mappable (a value-dependent ``if`` in it raises ``agrad.VmapError``: write
     it with ``agrad.where``).
     """
     if mode not in ("auto", "forward", "reverse"):
