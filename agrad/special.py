@@ -30,7 +30,7 @@ from typing import Any
 
 from . import dtypes as _dtypes
 from . import ops as _ops
-from .batching import rules as _rules
+from .batching import rules
 from .tape import Primitive, primitive
 from .tensor import ArrayLike, Tensor
 
@@ -43,22 +43,7 @@ def _call(xp: Any, prim: Primitive, *args: Any, **params: Any) -> Any:
     rule runs on Tensors with agrad's namespace, a plain computation on raw arrays otherwise."""
     if xp is _ops:
         return prim(*args, **params)
-    if getattr(xp, "batching", False):  # a rule run on batched arrays (agrad.vmap): the primitive's batching
-        return prim(*args, **params)._data
     return prim.forward(xp, *args, **params)
-
-
-def _elementwise_batch(get_prim: Any) -> Any:
-    """The batching rule of an elementwise op with a forward rule of its own (so not
-    declared ``elementwise=True``): the op on the physical arrays, batch axes aligned as
-    broadcasting needs (``get_prim`` names the primitive late: the rule is written in its
-    declaration)."""
-
-    def rule(xp: Any, dims: tuple, *args: Any, **params: Any) -> tuple[Any, int]:
-        args, d = _rules.aligned(xp, dims, args)
-        return get_prim()(*args, **params), d
-
-    return rule
 
 
 def _polevl(x: Any, coefficients: tuple) -> Any:
@@ -156,7 +141,7 @@ def _erf_forward(xp: Any, x: Any) -> Any:
 _TWO_OVER_SQRT_PI = 2.0 * _INV_SQRT_PI
 erf_p = primitive("erf", _erf_forward, vjp=[lambda xp, g, ans, x: g * _TWO_OVER_SQRT_PI * xp.exp(-x * x)],
                   jvp=[lambda xp, t, ans, x: t * _TWO_OVER_SQRT_PI * xp.exp(-x * x)], saves=[(0,)],
-                  batch=_elementwise_batch(lambda: erf_p))
+                  batch=rules.elementwise)
 
 
 def erf(x: ArrayLike, /) -> Tensor:
@@ -175,7 +160,7 @@ def _erfc_forward(xp: Any, x: Any) -> Any:
 
 erfc_p = primitive("erfc", _erfc_forward, vjp=[lambda xp, g, ans, x: g * -_TWO_OVER_SQRT_PI * xp.exp(-x * x)],
                    jvp=[lambda xp, t, ans, x: t * -_TWO_OVER_SQRT_PI * xp.exp(-x * x)], saves=[(0,)],
-                   batch=_elementwise_batch(lambda: erfc_p))
+                   batch=rules.elementwise)
 
 
 def erfc(x: ArrayLike, /) -> Tensor:
@@ -266,7 +251,7 @@ gammaln_p = primitive(
     "gammaln", _gammaln_forward,
     vjp=[lambda xp, g, ans, x: g * _call(xp, polygamma_p, x, n=0)],
     jvp=[lambda xp, t, ans, x: t * _call(xp, polygamma_p, x, n=0)], saves=[(0,)],
-    batch=_elementwise_batch(lambda: gammaln_p),
+    batch=rules.elementwise,
 )
 
 
@@ -415,7 +400,7 @@ polygamma_p = primitive(
     "polygamma", _polygamma_forward,
     vjp=[lambda xp, g, ans, x, n=0: g * _call(xp, polygamma_p, x, n=n + 1)],
     jvp=[lambda xp, t, ans, x, n=0: t * _call(xp, polygamma_p, x, n=n + 1)], saves=[(0,)],
-    batch=_elementwise_batch(lambda: polygamma_p),
+    batch=rules.elementwise,
 )
 polygamma_p.__doc__ = "The agrad primitive 'polygamma': psi^(n)(x), n a static parameter (n = 0: digamma)."
 
@@ -509,7 +494,7 @@ i0e_p = primitive(
     "i0e", lambda xp, x: _bessel_scaled(xp, x, _I0E_A, _I0E_B, odd=False),
     vjp=[lambda xp, g, ans, x: g * (_call(xp, i1e_p, x) - xp.sign(x) * ans)],
     jvp=[lambda xp, t, ans, x: t * (_call(xp, i1e_p, x) - xp.sign(x) * ans)], saves=[(0, "out")],
-    batch=_elementwise_batch(lambda: i0e_p),
+    batch=rules.elementwise,
 )
 
 
@@ -546,7 +531,7 @@ i1e_p = primitive(
     "i1e", lambda xp, x: _bessel_scaled(xp, x, _I1E_A, _I1E_B, odd=True),
     vjp=[lambda xp, g, ans, x: g * _i1e_derivative(xp, ans, x)],
     jvp=[lambda xp, t, ans, x: t * _i1e_derivative(xp, ans, x)], saves=[(0, "out")],
-    batch=_elementwise_batch(lambda: i1e_p),
+    batch=rules.elementwise,
 )
 
 
@@ -578,8 +563,7 @@ def _entr_derivative(xp: Any, x: Any) -> Any:
 
 
 entr_p = primitive("entr", _entr_forward, vjp=[lambda xp, g, ans, x: g * _entr_derivative(xp, x)],
-                   jvp=[lambda xp, t, ans, x: t * _entr_derivative(xp, x)], saves=[(0,)],
-                   batch=_elementwise_batch(lambda: entr_p))
+                   jvp=[lambda xp, t, ans, x: t * _entr_derivative(xp, x)], saves=[(0,)], batch=rules.elementwise)
 
 
 def entr(x: ArrayLike, /) -> Tensor:
@@ -601,8 +585,7 @@ def _logit_forward(xp: Any, x: Any) -> Any:
 
 
 logit_p = primitive("logit", _logit_forward, vjp=[lambda xp, g, ans, x: g / (x * (1.0 - x))],
-                    jvp=[lambda xp, t, ans, x: t / (x * (1.0 - x))], saves=[(0,)],
-                    batch=_elementwise_batch(lambda: logit_p))
+                    jvp=[lambda xp, t, ans, x: t / (x * (1.0 - x))], saves=[(0,)], batch=rules.elementwise)
 
 
 def logit(x: ArrayLike, /) -> Tensor:

@@ -14,6 +14,7 @@ import math
 from typing import Any, Callable, Sequence
 
 from . import backend, forward_mode, ops, tape, tree
+from .batching.vmap import vmap
 from .tensor import Tensor, alias
 
 
@@ -267,7 +268,11 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto") 
     ``out.shape + x.shape``. Pytrees nest as in JAX: each output leaf holds the
     arguments' structure, with leaves of shape ``out_leaf.shape + x_leaf.shape``. ``mode="forward"``
     takes one jvp per input element, ``"reverse"`` one vjp per output element, and
-    ``"auto"`` picks forward mode when there are fewer inputs than outputs.
+    ``"auto"`` picks forward mode when there are fewer inputs than outputs. The jvps (vjps)
+    run together, as ``agrad.vmap`` of one jvp (pullback) over the rows of an
+    identity, as JAX's ``jacfwd`` (``jacrev``): ``f`` runs once, on batched tangents, so it
+    must be mappable (a value-dependent ``if`` in it raises ``agrad.VmapError``: write
+    it with ``agrad.where``).
     """
     if mode not in ("auto", "forward", "reverse"):
         raise ValueError(f"agrad.jacobian: mode must be 'auto', 'forward' or 'reverse', got {mode!r}")
@@ -307,23 +312,26 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto") 
         if n_in == 0 or n_out == 0:  # nothing to differentiate or nothing differentiated: empty blocks
             results = [_zeros_beside(x, out_shape + x.shape) for x in xs]
         elif use_forward:
+            # One jvp per input element, all at once: the jvp mapped over the rows of an
+            # identity (vmap runs f_vec once, on batched tangents), as JAX's jacfwd.
             for k, x in enumerate(xs):
                 if x.size == 0:
                     results.append(_zeros_beside(x, out_shape + x.shape))
                     continue
-                eye = _basis(x)
-                cols = []
-                for j in range(x.size):
-                    tangents = [ops.reshape(Tensor(eye[j, ...]), x.shape) if m == k else ops.zeros_like(y)
-                                for m, y in enumerate(xs)]
-                    cols.append(jvp(f_vec, xs, tangents)[1])
-                results.append(ops.reshape(ops.stack(cols, axis=-1), out_shape + x.shape))
+
+                def column(e, k=k, x=x):
+                    tangents = [ops.reshape(e, x.shape) if m == k else ops.zeros_like(y) for m, y in enumerate(xs)]
+                    return jvp(f_vec, xs, tangents)[1]
+
+                cols = vmap(column, out_axes=-1)(_basis(x))  # out_shape + (x.size,)
+                results.append(ops.reshape(cols, out_shape + x.shape))
         else:
+            # One vjp per output element, all at once: the pullback mapped over the rows of
+            # an identity, as JAX's jacrev.
             out, pullback = vjp(f_vec, *xs)
-            eye = _basis(out)
-            rows = [pullback(ops.reshape(Tensor(eye[j, ...]), out_shape)) for j in range(n_out)]
+            rows = vmap(lambda e: pullback(ops.reshape(e, out_shape)))(_basis(out))
             for k, x in enumerate(xs):
-                results.append(ops.reshape(ops.stack([r[k] for r in rows], axis=0), out_shape + x.shape))
+                results.append(ops.reshape(rows[k], out_shape + x.shape))
 
         def by_input(blocks):  # per-argnum pytrees of the given per-leaf blocks
             pieces, start = [], 0

@@ -41,3 +41,20 @@ def test_the_opcode_count_sees_every_python_frame_of_a_step():
         key for key in eager if key.startswith("tape.py:apply:"))] == 4  # linear, tanh, linear, the loss
     assert any(key.startswith("<agrad.compile replay>") for key in compiled)
     assert not any(key.startswith("tape.py:") and "_wrap" not in key for key in compiled)  # no tape in a replay
+
+
+def test_per_example_gradient_contenders_agree_with_the_floor():
+    """per_example_grads.py: vmap(grad) (eager and compiled), the loop of grads and (when
+    installed) torch.func compute the hand-written per-example gradients."""
+    import per_example_grads
+
+    _, wrong, med = per_example_grads.run(batch=3, dtype="float64", rounds=1, seconds=0.0, threads=1,
+                                          with_torch=common.available(common.Torch))
+    assert not wrong
+    assert {"agrad vmap(grad)", "agrad compile(vmap(grad))", "agrad loop of grad"} <= set(med)
+
+
+def test_the_vmapped_jacobian_matches_the_loop_it_replaced():
+    import jacobian_cost
+
+    assert [mode for mode, _, _ in jacobian_cost.vmap_against_loop(n=5, m=7, reps=1)] == ["forward", "reverse"]

@@ -203,6 +203,11 @@ def register_array_wrapper(array_type: type, namespace: Any, describe: Callable[
     _WRAPPERS[array_type] = describe
 
 
+def is_array_wrapper(x: Any) -> bool:
+    """Whether ``x`` wraps other arrays (a batched array of agrad.vmap) rather than holding memory."""
+    return x.__class__ in _WRAPPERS
+
+
 def _wrapper_pair(a: Any, b: Any) -> Any:
     """A wrapper's namespace meets another: the wrapper's serves both (its functions take
     the others' arrays as constants); else None."""

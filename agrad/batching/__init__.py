@@ -1,4 +1,4 @@
-"""Batching: the machinery of :func:`agrad.vmap`.
+"""Batching: the machinery of ``agrad.vmap``.
 
 ``batched`` holds the batched arrays a mapped function computes on and their namespace;
 ``rules`` the batching rules of the common kinds of primitive, which the primitives'

@@ -1,6 +1,6 @@
 """``agrad.vmap``: map a function over an axis of its arguments, with JAX's semantics.
 
-The function runs once, on batched arrays (:mod:`agrad.batching.batched`) that hold
+The function runs once, on batched arrays (``agrad.batching.batched``) that hold
 every example at once, so its ops run on whole batches (one matrix product for the
 batch, not one per example), and every transform composes with it in any order:
 ``vmap(grad(f))`` (per-example gradients), ``grad(vmap(f))``, ``vmap(vmap(f))``,

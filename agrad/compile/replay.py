@@ -209,6 +209,15 @@ class _Program:
             effect()
         return outs[0] if self.single_output else tree.unflatten(self.out_def, outs)
 
+def _batched_leaf(args: tuple, kwargs: dict) -> bool:
+    """Whether an argument holds a batched array (the call is inside agrad.vmap)."""
+    for leaf in tree.flatten((args, kwargs))[0] if kwargs or any(isinstance(a, (list, tuple, dict)) for a in args) \
+            else args:
+        if isinstance(leaf, Tensor) and backend.is_array_wrapper(leaf._data):
+            return True
+    return False
+
+
 class Compiled:
     """A function compiled by :func:`compile`; call it like the function."""
 
@@ -222,6 +231,7 @@ class Compiled:
         self.programs: dict[tuple, list[_Program]] = {}
         self.traces = 0
         self._last: _Program | None = None
+        self._vmapped: dict[tuple, Compiled] = {}  # in_axes -> this function vmapped, compiled
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         last = self._last
@@ -231,6 +241,8 @@ class Compiled:
             raw = last.accepts(args)
             if raw is not None and last.matches(raw):
                 return last.run(raw)
+        if _batched_leaf(args, kwargs):
+            return self._call_batched(args, kwargs)
         try:  # positional arrays, Tensors and numbers
             if kwargs:
                 raise CompileError("keyword arguments")
@@ -249,6 +261,30 @@ class Compiled:
                 self._last = program
                 return program.run(raw)
         return self._trace(key, args, kwargs)
+
+    def _call_batched(self, args: tuple, kwargs: dict) -> Any:
+        """Called inside agrad.vmap (some arguments are batched arrays): the function
+        vmapped over the innermost vmap's axes, compiled, on every example at once (as
+        JAX batches a jitted function); its outputs batched along axis 0."""
+        from ..batching import batched, vmap  # (late: agrad.batching imports the tape, which imports this package)
+
+        leaves, treedef = tree.flatten((args, kwargs))
+        data = [leaf._data if isinstance(leaf, Tensor) else leaf for leaf in leaves]
+        level = builtins.max(d.level for d in data if d.__class__ is batched.BatchedArray)
+        axes = tuple(d.bdim if d.__class__ is batched.BatchedArray and d.level == level else None for d in data)
+        physical = [d.value if a is not None else leaf for leaf, d, a in zip(leaves, data, axes)]
+        key = (treedef, axes)
+        inner = self._vmapped.get(key)
+        if inner is None:
+            def flat(*xs: Any) -> Any:
+                a, k = tree.unflatten(treedef, list(xs))
+                return self.fn(*a, **k)
+
+            inner = self._vmapped[key] = Compiled(vmap.vmap(flat, in_axes=axes), self.max_cache,
+                                                  self.static_outputs, self.cuda_graph)
+        out = inner(*physical)
+        return tree.tree_map(lambda o: Tensor._constant(batched.BatchedArray(o, 0, level))
+                             if isinstance(o, Tensor) else o, out)
 
     def _trace(self, key: tuple, args: tuple, kwargs: dict) -> Any:
         self.traces += 1

@@ -87,8 +87,8 @@ class Tracer(Recorder, hooks.Hooks):
     def adopt_tensor(self, t: Any) -> None:
         """Make a Tensor from outside the trace (a parameter, a constant) proxy-backed; its
         array, and its gradient if it has one, become sources the replay reads afresh."""
-        if isinstance(t._data, TraceArray):
-            return
+        if isinstance(t._data, TraceArray) or backend.is_array_wrapper(t._data):
+            return  # (a batched array of agrad.vmap: its physical Tensor is adopted when an op uses it)
         t._trace_swap(self.source_array(t._data, "tensor", t))
         self.tensors.append(t)
         if t.grad is not None:

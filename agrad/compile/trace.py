@@ -423,6 +423,8 @@ def _is_array_scalar(x: Any) -> bool:
 def _is_backend_array(x: Any) -> bool:
     if x is None or isinstance(x, (bool, int, float, complex, str, TraceArray, TraceScalar)):
         return False
+    if backend.is_array_wrapper(x):  # (agrad.vmap's batched arrays: their physical arrays are adopted)
+        return False
     ns = backend._BY_TYPE.get(x.__class__)
     if ns is not None:
         return x.__class__ is ns.array_type or hasattr(x, "shape")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from .. import backend, ops
-from ..batching import rules
+from ..batching import batched, rules
 from ..compile import hooks
 from ..tape import primitive
 from ..tensor import Tensor
@@ -47,20 +47,19 @@ def _logistic_jvp(xp, t, ans, logits, labels):
 
 
 def _logistic_batch(xp, dims, logits, labels):
-    """Batching: every example's loss (the mean over its rows) at once, from agrad ops on
-    the physical values (so grad and jvp of the mapped loss run through them): logits
-    (B, N, C) and labels (B, N), either of them possibly unbatched ((N, C), (N,))."""
+    """Batching of the loss: each example's mean over its rows, from the same pieces
+    (log-sum-exp minus the logit of the label), the examples in front."""
     dl, dy = dims
-    f = rules.to_front(xp, logits, dl)
-    y = rules.to_front(xp, labels, dy)
-    classes = xp.arange(f.shape[-1], device=f.device)
-    onehot = xp.astype(xp.equal(xp.expand_dims(y, axis=-1), classes), f.dtype)  # (B, N, C) or (N, C)
-    rows = xp.logsumexp(f, axis=-1) - xp.sum(f * onehot, axis=-1)
-    return xp.mean(rows, axis=-1), 0
+    logits = rules.to_front(xp, logits, dl) if dl is not None else xp.expand_dims(logits, axis=0)
+    labels = rules.to_front(xp, labels, dy) if dy is not None else xp.expand_dims(labels, axis=0)
+    under = batched.bottom(logits._data if isinstance(logits, Tensor) else logits)
+    ns = backend.namespace_of((under,), "logistic_loss")
+    classes = ns.arange(logits.shape[-1], device=under.device)
+    onehot = xp.astype(xp.equal(xp.expand_dims(labels, axis=-1), classes), logits.dtype)
+    picked = xp.sum(logits * onehot, axis=-1)
+    return xp.mean(xp.logsumexp(logits, axis=-1) - picked, axis=-1), 0
 
 
-# The VJP also runs on batched arrays (per-example gradients: vmap of grad), where aux is
-# None (agrad.vmap's batching rule returns no aux): it recomputes softmax - onehot then.
 logistic_loss_p = primitive("logistic_loss", _logistic_forward, vjp=[_logistic_vjp, None], jvp=[_logistic_jvp, None],
                             has_aux=True, batch=_logistic_batch)
 

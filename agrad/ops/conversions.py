@@ -5,28 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backend, dtypes
-from ..batching import batched
+from ..batching import rules
 from ..tape import primitive
 from ..tensor import ArrayLike, Tensor
 
 # Casts, transfers and the identity are linear: tangents are cast, moved, passed on.
-# They act on each element alone, so they batch as they are: the op on the physical
-# array, whose batch axis stays where it was.
-
-
-def _same_axis(get_prim):
-    """The batching rule of a one-array op that keeps the shape (``get_prim`` names the
-    primitive late: the rule is written in its declaration)."""
-
-    def rule(xp, dims, x, **params):
-        return get_prim()(x, **params), dims[0]
-
-    return rule
-
 
 astype_p = primitive(
     "astype", lambda xp, x, dtype: xp.astype(x, backend.resolve_dtype(xp, dtype)),
-    vjp=[lambda xp, g, ans, x, dtype: xp.astype(g, x.dtype)], linear=True, batch=_same_axis(lambda: astype_p),
+    vjp=[lambda xp, g, ans, x, dtype: xp.astype(g, x.dtype)], linear=True,
+    batch=rules.elementwise,
 )
 
 
@@ -40,8 +28,6 @@ def astype(x: ArrayLike, dtype: Any, /, *, copy: bool = True, device: Any = None
         return x
     if not dtypes.is_floating(dtype):  # integer and boolean results carry no gradient
         raw = x._data if isinstance(x, Tensor) else x
-        if raw.__class__ is batched.BatchedArray:  # inside agrad.vmap: every example's cast at once
-            return Tensor(batched.wrap(astype(raw.value, dtype), raw.bdim, raw.level))
         xp = backend.namespace_of((raw,), "astype")
         return Tensor(xp.astype(raw, backend.resolve_dtype(xp, dtype)))
     return astype_p(x, dtype=dtype)
@@ -52,7 +38,8 @@ def astype(x: ArrayLike, dtype: Any, /, *, copy: bool = True, device: Any = None
 to_device_p = primitive(
     "to_device", lambda xp, x, device: backend.to_device(x, device),
     vjp=[lambda xp, g, ans, x, device: xp.to_device(g, x.device)], linear=True,
-    view=lambda base, new, device: to_device(new, base.device), batch=_same_axis(lambda: to_device_p),
+    view=lambda base, new, device: to_device(new, base.device),
+    batch=rules.elementwise,
 )
 
 
@@ -65,8 +52,7 @@ def to_device(x: ArrayLike, device: Any, /, *, stream: Any = None) -> Tensor:
 
 
 identity_p = primitive("identity", lambda xp, x: x, vjp=[lambda xp, g, ans, x: g], linear=True,
-                       view=lambda base, new: new,  # (the input's array itself: a view)
-                       batch=_same_axis(lambda: identity_p))
+                       view=lambda base, new: new, batch=rules.elementwise)  # (the input's array itself: a view)
 
 
 def identity(x: ArrayLike, /) -> Tensor:

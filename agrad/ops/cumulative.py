@@ -61,14 +61,7 @@ def _prod_jvp(xp, t, ans, x, axis, keepdims):
     return xp.sum(_prod_vjp(xp, xp.ones_like(ans), ans, x, axis, keepdims) * t, axis=axis, keepdims=keepdims)
 
 
-def _prod_batch(xp, dims, x, axis, keepdims):
-    """Batching: the same logical axes of the physical array (``axis`` is a sorted tuple)."""
-    (d,) = dims
-    axes = rules.physical_axes(axis, d, x.ndim - 1)
-    return prod_p(x, axis=axes, keepdims=keepdims), rules.reduced_bdim(d, axes, keepdims)
-
-
-prod_p = primitive("prod", _prod_forward, vjp=[_prod_vjp], jvp=[_prod_jvp], batch=_prod_batch)
+prod_p = primitive("prod", _prod_forward, vjp=[_prod_vjp], jvp=[_prod_jvp], batch=rules.reduction)
 
 
 def prod(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
@@ -87,18 +80,6 @@ def _single_axis(x, axis, op: str) -> int:
     return normalize_axis(axis, x.ndim, op)[0]
 
 
-def _running_batch(get_prim):
-    """Batching of a running total along the logical axis ``axis`` (an int, normalised by
-    the public function): the same axis of the physical array; the shape is kept (or the
-    axis grows by one with ``include_initial``), so the batch axis stays where it is."""
-
-    def rule(xp, dims, x, axis, include_initial):
-        (d,) = dims
-        return get_prim()(x, axis=rules.physical_axis(axis, d, x.ndim - 1), include_initial=include_initial), d
-
-    return rule
-
-
 def _cumsum_vjp(xp, g, ans, x, axis, include_initial):
     # Each x_k feeds every later running total: the gradient is the reversed running sum of g.
     if include_initial:
@@ -109,7 +90,8 @@ def _cumsum_vjp(xp, g, ans, x, axis, include_initial):
 cumulative_sum_p = primitive(
     "cumulative_sum", lambda xp, x, axis, include_initial: xp.cumulative_sum(x, axis=axis,
                                                                               include_initial=include_initial),
-    vjp=[_cumsum_vjp], linear=True, batch=_running_batch(lambda: cumulative_sum_p),
+    vjp=[_cumsum_vjp], linear=True,
+    batch=rules.along_axes,
 )
 
 
@@ -172,7 +154,8 @@ def _cumprod_jvp(xp, t, ans, x, axis, include_initial):
 cumulative_prod_p = primitive(
     "cumulative_prod", lambda xp, x, axis, include_initial: xp.cumulative_prod(x, axis=axis,
                                                                                 include_initial=include_initial),
-    vjp=[_cumprod_vjp], jvp=[_cumprod_jvp], batch=_running_batch(lambda: cumulative_prod_p),
+    vjp=[_cumprod_vjp], jvp=[_cumprod_jvp],
+    batch=rules.along_axes,
 )
 
 

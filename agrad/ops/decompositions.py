@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .. import backend
-from ..batching import batched, rules
+from ..batching import rules
 from ..tape import is_traced, primitive
 from ..tensor import ArrayLike, Tensor
 
@@ -65,58 +65,6 @@ def _off_diagonal_inverse(xp, w):
     return (1.0 - eye) / (diff + eye)
 
 
-# --------------------------------------------------------------------------- batching (agrad.vmap)
-# Every function here maps over leading axes already: a batch axis among them stays where
-# it is, one among the matrix axes moves to the front.
-
-
-def _matrix_batch(get_prim):
-    """The batching rule of a one-matrix op (``get_prim`` names it late: the rule is
-    written in the declaration)."""
-
-    def rule(xp, dims, a):
-        (d,) = dims
-        if d <= a.ndim - 3:  # a leading axis of the stack of matrices
-            return get_prim()(a), d
-        return get_prim()(xp.moveaxis(a, d, 0)), 0
-
-    return rule
-
-
-def _solve_batch(xp, dims, a, b, vector):
-    """Batching of solve. A vector right-hand side (one example's ``b`` is (M,)) becomes a
-    one-column matrix first: the physical (B, M) would otherwise be read as a matrix."""
-    da, db = dims
-    if vector:
-        b = xp.expand_dims(b if db is None else rules.to_front(xp, b, db), axis=-1)
-        db = None if db is None else 0
-        out, d = rules.leading_batch(solve_p)(xp, (da, db), a, b, vector=False)
-        return out[..., 0], d
-    return rules.leading_batch(solve_p)(xp, dims, a, b, vector=False)
-
-
-def _per_example(x: ArrayLike, fn) -> tuple | None:
-    """``fn`` (a function of a stack of matrices, returning a tuple of Tensors) of every
-    example of a batched ``x`` at once: of the physical value with the batch axis in
-    front (the functions below map over leading axes). None when ``x`` is not batched,
-    or is differentiated itself (then the primitives, which batch, must run on it: the
-    physical value would lose its derivative). For results computed outside the
-    primitives (signs, full factorisations), whose backend call would otherwise meet the
-    batched array itself; a derivative of the physical value (grad of vmap) still
-    flows, through the functions' own primitives on it."""
-    raw = x._data if isinstance(x, Tensor) else x
-    if raw.__class__ is not batched.BatchedArray or is_traced(x):
-        return None
-    outs = fn(rules.to_front(_ops(), raw.value, raw.bdim))
-    return tuple(Tensor(batched.wrap(o, 0, raw.level)) for o in outs)
-
-
-def _ops():
-    from .. import ops  # (late: agrad.ops imports this module)
-
-    return ops
-
-
 def _square(x: ArrayLike, op: str) -> None:
     s = tuple(x.shape)
     if len(s) < 2 or s[-1] != s[-2]:
@@ -130,7 +78,7 @@ inv_p = primitive(
     "inv", lambda xp, a: xp.linalg.inv(a),
     vjp=[lambda xp, g, ans, a: -_mT(xp, ans) @ g @ _mT(xp, ans)],
     jvp=[lambda xp, t, ans, a: -ans @ t @ ans],
-    batch=_matrix_batch(lambda: inv_p),
+    batch=rules.matrix_op,
 )
 
 
@@ -160,6 +108,16 @@ def _solve_jvp(xp, tangents, ans, a, b, vector):
     return out[..., 0] if vector else out
 
 
+def _solve_batch(xp, dims, a, b, vector):
+    """Batching of solve: a vector right-hand side becomes a one-column matrix (the
+    examples then broadcast as stacks), leading axes padded to one rank."""
+    da, db = dims
+    if vector:
+        b = xp.expand_dims(b, axis=-1)  # (B, M) -> (B, M, 1), or (M,) -> (M, 1)
+    out, d = rules.leading_batch(solve_p)(xp, dims, a, b, vector=False)
+    return (xp.squeeze(out, axis=-1) if vector else out), d
+
+
 solve_p = primitive("solve", lambda xp, a, b, vector: xp.linalg.solve(a, b), vjp=_solve_vjp, jvp=_solve_jvp,
                     batch=_solve_batch)
 
@@ -177,7 +135,7 @@ def _det_vjp(xp, g, ans, a):
 
 det_p = primitive("det", lambda xp, a: xp.linalg.det(a), vjp=[_det_vjp],
                   jvp=[lambda xp, t, ans, a: ans * xp.sum(_diag(xp, xp.linalg.solve(a, t)), axis=-1)],
-                  batch=_matrix_batch(lambda: det_p))
+                  batch=rules.matrix_op)
 
 
 def det(x: ArrayLike, /) -> Tensor:
@@ -190,7 +148,7 @@ logabsdet_p = primitive(
     "logabsdet", lambda xp, a: xp.linalg.slogdet(a)[1],
     vjp=[lambda xp, g, ans, a: xp.expand_dims(xp.expand_dims(g, axis=-1), axis=-1) * _mT(xp, xp.linalg.inv(a))],
     jvp=[lambda xp, t, ans, a: xp.sum(_diag(xp, xp.linalg.solve(a, t)), axis=-1)],
-    batch=_matrix_batch(lambda: logabsdet_p),
+    batch=rules.matrix_op,
 )
 
 
@@ -202,9 +160,6 @@ class SlogdetResult(NamedTuple):
 def slogdet(x: ArrayLike, /) -> SlogdetResult:
     """(sign, log|det|) of each square matrix; the sign carries no gradient."""
     _square(x, "slogdet")
-    sign = _per_example(x.detach() if isinstance(x, Tensor) else x, lambda v: (slogdet(v).sign,))
-    if sign is not None:  # inside agrad.vmap (the sign has no derivative)
-        return SlogdetResult(sign[0], logabsdet_p(x))
     raw = x._data if isinstance(x, Tensor) else x
     xp = backend.namespace_of((raw,), "slogdet")
     return SlogdetResult(Tensor(xp.linalg.slogdet(raw)[0]), logabsdet_p(x))
@@ -239,7 +194,7 @@ def _cholesky_jvp(xp, t, ans, a):
 
 
 cholesky_p = primitive("cholesky", lambda xp, a: xp.linalg.cholesky(_sym(xp, a)), vjp=[_cholesky_vjp],
-                       jvp=[_cholesky_jvp], batch=_matrix_batch(lambda: cholesky_p))
+                       jvp=[_cholesky_jvp], batch=rules.matrix_op)
 
 
 def cholesky(x: ArrayLike, /, *, upper: bool = False) -> Tensor:
@@ -266,7 +221,7 @@ def _eigvalsh_jvp(xp, t, ans, a):
 
 
 eigvalsh_p = primitive("eigvalsh", lambda xp, a: xp.linalg.eigvalsh(_sym(xp, a)), vjp=[_eigvalsh_vjp],
-                       jvp=[_eigvalsh_jvp], batch=_matrix_batch(lambda: eigvalsh_p))
+                       jvp=[_eigvalsh_jvp], batch=rules.matrix_op)
 
 
 def _eigvecs_vjp(xp, g, ans, a):
@@ -282,7 +237,7 @@ def _eigvecs_jvp(xp, t, ans, a):
 
 
 eigh_vectors_p = primitive("eigh_vectors", lambda xp, a: xp.linalg.eigh(_sym(xp, a))[1], vjp=[_eigvecs_vjp],
-                           jvp=[_eigvecs_jvp], batch=_matrix_batch(lambda: eigh_vectors_p))
+                           jvp=[_eigvecs_jvp], batch=rules.matrix_op)
 
 
 def _untraced(x: ArrayLike, op: str) -> tuple[object, object] | None:
@@ -304,9 +259,6 @@ def eigh(x: ArrayLike, /) -> EighResult:
     Differentiated as a function of (x + x^T) / 2; repeated eigenvalues make the
     eigenvector derivatives inf/nan."""
     _square(x, "eigh")
-    mapped = _per_example(x, lambda v: eigh(v))
-    if mapped is not None:  # inside agrad.vmap
-        return EighResult(*mapped)
     plain = _untraced(x, "eigh")
     if plain is not None:
         xp, raw = plain
@@ -344,7 +296,7 @@ def _svdvals_jvp(xp, t, ans, a):
 
 
 svdvals_p = primitive("svdvals", lambda xp, a: xp.linalg.svdvals(a), vjp=[_svdvals_vjp], jvp=[_svdvals_jvp],
-                      batch=_matrix_batch(lambda: svdvals_p))
+                      batch=rules.matrix_op)
 
 
 def _svd_u_vjp(xp, g, ans, a):
@@ -378,12 +330,12 @@ def _svd_du_dv(xp, t, a):
 
 
 svd_u_p = primitive("svd_u", lambda xp, a: xp.linalg.svd(a, full_matrices=False)[0], vjp=[_svd_u_vjp],
-                    jvp=[lambda xp, t, ans, a: _svd_du_dv(xp, t, a)[0]], batch=_matrix_batch(lambda: svd_u_p))
+                    jvp=[lambda xp, t, ans, a: _svd_du_dv(xp, t, a)[0]], batch=rules.matrix_op)
 svd_vh_p = primitive(
     "svd_vh", lambda xp, a: xp.linalg.svd(a, full_matrices=False)[2],
     vjp=[lambda xp, g, ans, a: _svd_v_vjp(xp, _mT(xp, g), a)],
     jvp=[lambda xp, t, ans, a: _mT(xp, _svd_du_dv(xp, t, a)[1])],
-    batch=_matrix_batch(lambda: svd_vh_p),
+    batch=rules.matrix_op,
 )
 
 
@@ -397,9 +349,6 @@ def svd(x: ArrayLike, /, *, full_matrices: bool = True) -> SVDResult:
     """U, S, Vh with x = U @ diag(S) @ Vh. The derivative is defined for the reduced
     factors (``full_matrices=False``, or square x); repeated or zero singular values make
     the vectors' derivatives inf/nan."""
-    mapped = _per_example(x, lambda v: svd(v, full_matrices=full_matrices))
-    if mapped is not None:  # inside agrad.vmap
-        return SVDResult(*mapped)
     if full_matrices and x.shape[-1] != x.shape[-2]:
         raw = x._data if isinstance(x, Tensor) else x
         if isinstance(x, Tensor) and (x.requires_grad or x._tangents is not None):
@@ -462,9 +411,9 @@ def _qr_dq_dr(xp, t, a):
 
 
 qr_q_p = primitive("qr_q", lambda xp, a: xp.linalg.qr(a)[0], vjp=[_qr_q_vjp],
-                   jvp=[lambda xp, t, ans, a: _qr_dq_dr(xp, t, a)[0]], batch=_matrix_batch(lambda: qr_q_p))
+                   jvp=[lambda xp, t, ans, a: _qr_dq_dr(xp, t, a)[0]], batch=rules.matrix_op)
 qr_r_p = primitive("qr_r", lambda xp, a: xp.linalg.qr(a)[1], vjp=[_qr_r_vjp],
-                   jvp=[lambda xp, t, ans, a: _qr_dq_dr(xp, t, a)[1]], batch=_matrix_batch(lambda: qr_r_p))
+                   jvp=[lambda xp, t, ans, a: _qr_dq_dr(xp, t, a)[1]], batch=rules.matrix_op)
 
 
 class QRResult(NamedTuple):
@@ -477,9 +426,6 @@ def qr(x: ArrayLike, /, *, mode: str = "reduced") -> QRResult:
     tall or square x (M >= N) in 'reduced' mode."""
     if mode not in ("reduced", "complete"):
         raise ValueError(f"agrad.linalg.qr: mode must be 'reduced' or 'complete', got {mode!r}")
-    mapped = _per_example(x, lambda v: qr(v, mode=mode))
-    if mapped is not None:  # inside agrad.vmap
-        return QRResult(*mapped)
     m, n = x.shape[-2], x.shape[-1]
     traced = isinstance(x, Tensor) and (x.requires_grad or x._tangents is not None)
     if traced and (m < n or (mode == "complete" and m != n)):

@@ -14,10 +14,10 @@ from . import reductions as R
 from .creation import ones_like, zeros
 from .data_types import conj, finfo, isdtype
 from .elementwise import abs as _abs
-from .elementwise import add_p, where
 from .elementwise import pow as _pow
+from .elementwise import where
 from .no_gradient import count_nonzero
-from .shapes import broadcast_to, expand_dims, getitem, moveaxis, permute_dims, reshape, stack, take
+from .shapes import broadcast_to, expand_dims, getitem, moveaxis, reshape, stack, take
 
 
 def _matmul_vjp_x(xp, g, ans, x, y):
@@ -57,11 +57,11 @@ def _matmul_batch(xp, dims, x, y):
     rx, ry = rules.logical_rank(x, dx), rules.logical_rank(y, dy)
     # One operand batched, its batch axis outside the matrix axes and the other operand no
     # wider than a matrix: one product as it is (the per-example case: x @ W).
-    if dy is None and ry <= 2 and (rx == 1 or dx <= rx - 2):
+    if dx is not None and dy is None and ry <= 2 and (rx == 1 or dx <= rx - 2):
         if rx == 1:
             return matmul_p(rules.to_front(xp, x, dx), y), 0
         return matmul_p(x, y), dx
-    if dx is None and rx <= 2 and ry >= 2 and dy <= ry - 2:
+    if dx is None and dy is not None and rx <= 2 and ry >= 2 and dy <= ry - 2:
         return matmul_p(x, y), dy
     # Else: batch axes in front, vectors as matrices, leading axes padded to one rank.
     squeeze = []
@@ -116,19 +116,11 @@ def _check_matmul(x1, x2):
         )
 
 
-def _matrix_transpose_batch(xp, dims, x):
-    # The batch axis outside the last two: they are the example's matrix axes, as they are.
-    (d,) = dims
-    if d <= x.ndim - 3:
-        return matrix_transpose_p(x), d
-    return matrix_transpose_p(moveaxis(x, d, 0)), 0
-
-
 matrix_transpose_p = primitive(
     "matrix_transpose", lambda xp, x: xp.matrix_transpose(x),
     vjp=[lambda xp, g, ans, x: xp.matrix_transpose(g)], linear=True,
-    view=lambda base, new: matrix_transpose(new),  # (a view of x: see agrad.inplace)
-    batch=_matrix_transpose_batch,
+    view=lambda base, new: matrix_transpose(new),  # (a view of x: see agrad.inplace),
+    batch=rules.matrix_op,
 )
 
 
@@ -176,27 +168,27 @@ def _tensordot_vjp_y(xp, g, ans, x, y, axes):
 
 
 def _tensordot_batch(xp, dims, x, y, axes):
-    """Batching: the contracted (logical) axes shifted past the batch axis; the result has
-    x's free axes, then y's, and the batch axis among them. Both operands batched: a
-    batched matrix product of (B, free x, contracted) and (B, contracted, free y)."""
+    """Batching of tensordot: the batch axis in front of the batched operand's free axes
+    (both batched: a batched matrix product of the free and contracted axes)."""
     dx, dy = dims
-    ax, ay = axes
-    if dy is None:  # the batch axis is one of x's free axes
-        px = tuple(a if a < dx else a + 1 for a in ax)
-        return tensordot_p(x, y, axes=(px, tuple(ay))), dx - sum(1 for a in px if a < dx)
-    if dx is None:  # ... one of y's, after all of x's free axes
-        py = tuple(a if a < dy else a + 1 for a in ay)
-        return tensordot_p(x, y, axes=(tuple(ax), py)), x.ndim - len(ax) + dy - sum(1 for a in py if a < dy)
-    px = tuple(a if a < dx else a + 1 for a in ax)
-    py = tuple(a if a < dy else a + 1 for a in ay)
-    free_x = [a for a in range(x.ndim) if a != dx and a not in px]
-    free_y = [a for a in range(y.ndim) if a != dy and a not in py]
-    fx, fy = tuple(x.shape[a] for a in free_x), tuple(y.shape[a] for a in free_y)
-    k = math.prod(x.shape[a] for a in px)
-    n = x.shape[dx]
-    xm = reshape(permute_dims(x, (dx, *free_x, *px)), (n, math.prod(fx), k))
-    ym = reshape(permute_dims(y, (dy, *py, *free_y)), (n, k, math.prod(fy)))
-    return reshape(matmul_p(xm, ym), (n, *fx, *fy)), 0
+    ax, ay = tuple(axes[0]), tuple(axes[1])
+    if dy is None:
+        x = rules.to_front(xp, x, dx)
+        return tensordot_p(x, y, axes=(tuple(a + 1 for a in ax), ay)), 0
+    if dx is None:
+        y = rules.to_front(xp, y, dy)
+        return tensordot_p(x, y, axes=(ax, tuple(a + 1 for a in ay))), x.ndim - len(ax)
+    x, y = rules.to_front(xp, x, dx), rules.to_front(xp, y, dy)
+    fx = [i for i in range(x.ndim - 1) if i not in ax]
+    fy = [i for i in range(y.ndim - 1) if i not in ay]
+    xs, ys = tuple(x.shape), tuple(y.shape)
+    k = math.prod(xs[a + 1] for a in ax)
+    xm = xp.reshape(xp.permute_dims(x, (0, *(i + 1 for i in fx), *(a + 1 for a in ax))),
+                    (xs[0], math.prod(xs[i + 1] for i in fx), k))
+    ym = xp.reshape(xp.permute_dims(y, (0, *(a + 1 for a in ay), *(i + 1 for i in fy))),
+                    (ys[0], k, math.prod(ys[i + 1] for i in fy)))
+    out = matmul_p(xm, ym)
+    return xp.reshape(out, (xs[0], *(xs[i + 1] for i in fx), *(ys[i + 1] for i in fy))), 0
 
 
 tensordot_p = primitive(
@@ -235,35 +227,30 @@ def _as_rows(xp, a):
 
 
 def _linear_batch(xp, dims, x, w, b=None):
-    """Batching of ``x @ w + b``. Per-example inputs with shared (unbatched) weights, the
-    common case, are one ``linear`` of the whole batch: x's batch axis is one of its
-    leading axes, which the product maps over (moved only when it is x's last axis).
-    Batched weights or bias (an ensemble of models): the batched matrix product, then
-    the batched sum."""
+    """Batching of ``x @ w + b``: per-example inputs with shared weights are one product
+    (the examples as more rows); batched weights or biases (an ensemble) go through the
+    matmul's and the addition's rules."""
     dx, dw = dims[0], dims[1]
     db = dims[2] if len(dims) > 2 else None
     if dw is None and db is None:
-        args = (x, w) if b is None else (x, w, b)
-        if dx == x.ndim - 1:  # the examples lie along the features: put them in front
-            return linear_p(moveaxis(x, dx, 0), *args[1:]), 0
-        return linear_p(*args), dx
-    if dx is None and dw is None:
-        out, d = linear_p(x, w), None
-    else:
-        out, d = _matmul_batch(xp, (dx, dw), x, w)
+        x = rules.to_front(xp, x, dx)
+        return (linear_p(x, w) if b is None else linear_p(x, w, b)), 0
+    out, d = _matmul_batch(xp, (dx, dw), x, w) if dx is not None or dw is not None else (linear_p(x, w), None)
     if b is None:
         return out, d
-    return add_p.rules["batch"](xp, (d, db), out, b)
+    (out, b), d = rules.aligned(xp, (d, db), (out, b))
+    return out + b, d
 
 
 linear_p = primitive(
-    "linear", _linear_forward, batch=_linear_batch,
+    "linear", _linear_forward,
     vjp=[lambda xp, g, ans, x, w, b=None: xp.matmul(g, xp.matrix_transpose(w)),
          lambda xp, g, ans, x, w, b=None: _rows_product(xp, _as_rows(xp, x), _as_rows(xp, g)),
          lambda xp, g, ans, x, w, b=None: xp.sum(g, axis=tuple(range(g.ndim - 1))) if g.ndim > 1 else g],
     jvp=[lambda xp, t, ans, x, w, b=None: xp.matmul(t, w),
          lambda xp, t, ans, x, w, b=None: xp.matmul(x, t),
          lambda xp, t, ans, x, w, b=None: t],
+    batch=_linear_batch,
 )
 
 
@@ -306,7 +293,6 @@ from .decompositions import (  # noqa: E402  (re-exported: xp.linalg.* in rules 
     SlogdetResult,
     SVDResult,
     _eye_like,
-    _per_example,
     cholesky,
     det,
     eigh,
@@ -339,7 +325,8 @@ def _two_norm_jvp(xp, t, ans, x, axis, keepdims):
 
 vector_norm_2_p = primitive(
     "vector_norm_2", lambda xp, x, axis, keepdims: xp.linalg.vector_norm(x, axis=axis, keepdims=keepdims),
-    vjp=[_two_norm_vjp], jvp=[_two_norm_jvp], batch=R._reduction_rule(lambda: vector_norm_2_p),
+    vjp=[_two_norm_vjp], jvp=[_two_norm_jvp],
+    batch=rules.reduction,
 )
 
 
@@ -406,9 +393,6 @@ def matrix_power(x: ArrayLike, n: int, /) -> Tensor:
 
 def matrix_rank(x: ArrayLike, /, *, rtol: float | None = None) -> Tensor:
     """The number of singular values above rtol * the largest (no gradient)."""
-    mapped = _per_example(x.detach() if isinstance(x, Tensor) else x, lambda v: (matrix_rank(v, rtol=rtol),))
-    if mapped is not None:  # inside agrad.vmap
-        return mapped[0]
     raw = x._data if isinstance(x, Tensor) else x
     xp = backend.namespace_of((raw,), "matrix_rank")
     return Tensor(xp.linalg.matrix_rank(raw, rtol=rtol))
@@ -462,9 +446,6 @@ def pinv(x: ArrayLike, /, *, rtol: float | None = None) -> Tensor:
     """The Moore-Penrose pseudo-inverse, from the reduced SVD; singular values at or below
     rtol * the largest are treated as zero (their derivative too)."""
     raw = x._data if isinstance(x, Tensor) else x
-    mapped = _per_example(x, lambda v: (pinv(v, rtol=rtol),))
-    if mapped is not None:  # inside agrad.vmap
-        return mapped[0]
     if not is_traced(x):  # nothing to differentiate: the backend's own pinv (complex input included)
         xp = backend.namespace_of((raw,), "pinv")
         return Tensor(xp.linalg.pinv(raw, rtol=rtol._data if isinstance(rtol, Tensor) else rtol))

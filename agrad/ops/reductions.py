@@ -57,27 +57,6 @@ def _reduce_batch(prim, dims, x, axis, keepdims, **params):
     return prim(x, axis=axes, keepdims=keepdims, **params), rules.reduced_bdim(d, axes, keepdims)
 
 
-def _reduction_rule(get_prim):
-    """The batching rule of a reduction declared below (``get_prim`` names it late: the
-    rule is written in the declaration, before the primitive exists)."""
-
-    def rule(xp, dims, x, axis, keepdims, **params):
-        return _reduce_batch(get_prim(), dims, x, axis, keepdims, **params)
-
-    return rule
-
-
-def _along_batch(get_prim):
-    """Batching of an op along logical axes ``axis`` that keeps the shape (softmax): the
-    same axes of the physical array, the batch axis where it was."""
-
-    def rule(xp, dims, x, axis):
-        (d,) = dims
-        return get_prim()(x, axis=rules.physical_axes(axis, d, x.ndim - 1)), d
-
-    return rule
-
-
 sum_p = primitive(
     "sum", lambda xp, x, axis, keepdims: xp.sum(x, axis=axis, keepdims=keepdims),
     vjp=[lambda xp, g, ans, x, axis, keepdims: xp.broadcast_to(_expand(xp, g, x, axis, keepdims), tuple(x.shape))],
@@ -101,7 +80,8 @@ mean_p = primitive(
     "mean", lambda xp, x, axis, keepdims: xp.mean(x, axis=axis, keepdims=keepdims),
     vjp=[lambda xp, g, ans, x, axis, keepdims: xp.broadcast_to(
         _expand(xp, g, x, axis, keepdims) / _count(tuple(x.shape), axis), tuple(x.shape))],
-    linear=True, batch=_reduction_rule(lambda: mean_p),
+    linear=True,
+    batch=rules.reduction,
 )
 
 
@@ -129,7 +109,8 @@ def _var_jvp(xp, t, ans, x, axis, keepdims, correction):
 
 var_p = primitive(
     "var", lambda xp, x, axis, keepdims, correction: xp.var(x, axis=axis, keepdims=keepdims, correction=correction),
-    vjp=[_var_vjp], jvp=[_var_jvp], batch=_reduction_rule(lambda: var_p),
+    vjp=[_var_vjp], jvp=[_var_jvp],
+    batch=rules.reduction,
 )
 
 
@@ -161,7 +142,7 @@ def _extremum_rules(name):
 
 _max_vjp, _max_jvp = _extremum_rules("max")
 max_p = primitive("max", lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims), vjp=[_max_vjp],
-                  jvp=[_max_jvp], saves=[(0,)], batch=_reduction_rule(lambda: max_p))
+                  jvp=[_max_jvp], saves=[(0,)], batch=rules.reduction)
 
 
 def max(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
@@ -171,7 +152,7 @@ def max(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims:
 
 _min_vjp, _min_jvp = _extremum_rules("min")
 min_p = primitive("min", lambda xp, x, axis, keepdims: xp.min(x, axis=axis, keepdims=keepdims), vjp=[_min_vjp],
-                  jvp=[_min_jvp], saves=[(0,)], batch=_reduction_rule(lambda: min_p))
+                  jvp=[_min_jvp], saves=[(0,)], batch=rules.reduction)
 
 
 def min(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
@@ -198,7 +179,7 @@ logsumexp_p = primitive(
          * xp.exp(x - _expand(xp, ans, x, axis, keepdims))],
     jvp=[lambda xp, t, ans, x, axis, keepdims: xp.sum(
         t * xp.exp(x - _expand(xp, ans, x, axis, keepdims)), axis=axis, keepdims=keepdims)],
-    batch=_reduction_rule(lambda: logsumexp_p),
+    batch=rules.reduction,
 )
 
 
@@ -219,7 +200,7 @@ softmax_p = primitive(
     "softmax", _softmax,
     vjp=[lambda xp, g, ans, x, axis: ans * (g - xp.sum(g * ans, axis=axis, keepdims=True))],
     jvp=[lambda xp, t, ans, x, axis: ans * (t - xp.sum(ans * t, axis=axis, keepdims=True))],
-    batch=_along_batch(lambda: softmax_p),
+    batch=rules.along_axes,
 )
 
 
@@ -239,7 +220,7 @@ log_softmax_p = primitive(
     "log_softmax", _log_softmax,
     vjp=[lambda xp, g, ans, x, axis: g - xp.exp(ans) * xp.sum(g, axis=axis, keepdims=True)],
     jvp=[lambda xp, t, ans, x, axis: t - xp.sum(xp.exp(ans) * t, axis=axis, keepdims=True)],
-    batch=_along_batch(lambda: log_softmax_p),
+    batch=rules.along_axes,
 )
 
 
