@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Sequence
 
-from . import backend, ops, tape, transforms
-from .batching import rules as batching_rules
+from . import backend, ops, tape, transforms, tree
+from .batching import batched, rules
+from .batching.vmap import vmap
 from .tensor import Tensor
 
 
@@ -72,6 +73,110 @@ def _transposed_jvp(pullback: Callable[[Tensor], Sequence[Any]], ans: Tensor, ta
     return jt
 
 
+# --------------------------------------------------------------------------- batching (agrad.vmap)
+# As in JAX, a custom function under vmap is the same kind of custom function of the
+# user's functions vmapped: vmap(fwd) and vmap(bwd) (custom_vjp), vmap(f) and vmap(rule)
+# (custom_jvp), checkpoint(vmap(f)), applied to the physical values. The user's
+# functions, written for one example, see batched arrays; their rules stay in charge of
+# the derivatives however the transforms are nested (grad(vmap(f)) included).
+
+
+def _size(args: Sequence[Any], dims: Sequence[int | None]) -> int:
+    return next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+
+
+def _randomness() -> str:
+    """The randomness of the innermost running vmap (the rule maps at a level of its own)."""
+    running = batched.running_levels()
+    return running[max(running)][1] if running else "error"
+
+
+def _batched_at(x: Any, level: int) -> bool:
+    raw = x._data if isinstance(x, Tensor) else x
+    return raw.__class__ is batched.BatchedArray and raw.level == level
+
+
+def _map_once(fn: Callable, args: Sequence[Any], dims: Sequence[int | None]) -> tuple[list, list, Any]:
+    """``fn`` on ``args`` (the physical values, batch axes ``dims``) run once on batched
+    arrays of a vmap level of its own: the leaves of its result, their batch axes (0, or
+    None for those the examples share, kept as they are) and the result's tree."""
+    size = _size(args, dims)
+    level = batched.new_level(size, _randomness())
+    try:
+        inputs = [a if d is None else Tensor._constant(batched.wrap(a, d, level)) for a, d in zip(args, dims)]
+        leaves, treedef = tree.flatten(fn(*inputs))
+        axes = [0 if _batched_at(leaf, level) else None for leaf in leaves]
+        out = []
+        for leaf, ax in zip(leaves, axes):
+            if ax is None:
+                out.append(leaf)
+            else:
+                raw = leaf._data if isinstance(leaf, Tensor) else leaf
+                out.append(rules.to_front(ops, raw.value, raw.bdim))
+        return out, axes, treedef
+    finally:
+        batched.retire(level)
+
+
+def _sum_to(g: Any, shape: tuple) -> Any:
+    """A (logical) gradient of a broadcast shape summed back to ``shape``."""
+    gs = tuple(g.shape)
+    if gs == shape:
+        return g
+    extra = len(gs) - len(shape)
+    axes = tuple(range(extra)) + tuple(extra + i for i, s in enumerate(shape) if s == 1 and gs[extra + i] != 1)
+    g = ops.sum(g, axis=axes, keepdims=True) if axes else g
+    return ops.reshape(g, shape)
+
+
+def _batched_custom_vjp(cv: "custom_vjp", fwd: Callable, bwd: Callable, dims: tuple) -> "custom_vjp":
+    """The custom_vjp of many examples at once (batch axes ``dims``): vmap(fwd) and
+    vmap(bwd), the examples in front of the output and of the batched residuals."""
+
+    def fun_b(*args: Any) -> Any:
+        return vmap(cv.fun, in_axes=dims)(*args)
+
+    def fwd_b(*args: Any) -> tuple[Any, Any]:
+        # (cv._fwd: a fwd that calls the function itself gets the plain function, as unbatched)
+        leaves, axes, treedef = _map_once(lambda *a: cv._fwd(fwd, a), args, dims)
+        out, res = tree.unflatten(treedef, leaves)  # (out is one Tensor: leaves[0])
+        if axes[0] is None:  # an output the examples share: repeated for each
+            out = ops.broadcast_to(ops.expand_dims(out, axis=0), (_size(args, dims),) + tuple(out.shape))
+        shapes = [tuple(a.shape) if hasattr(a, "shape") else None for a in args]
+        return out, (leaves[1:], axes[1:], tree.flatten(res)[1], shapes)
+
+    def bwd_b(res_b: Any, g: Any) -> list:
+        res_leaves, res_axes, rdef, shapes = res_b
+        size = g.shape[0]
+        level = batched.new_level(size, _randomness())
+        try:
+            res = tree.unflatten(rdef, [r if ax is None else Tensor._constant(batched.wrap(r, ax, level))
+                                        for r, ax in zip(res_leaves, res_axes)])
+            grads = bwd(res, Tensor._constant(batched.wrap(g, 0, level)))
+            grads = list(grads) if isinstance(grads, (tuple, list)) else [grads]
+            out = []
+            for gr, d, shape in zip(grads, dims, shapes):
+                if gr is None or shape is None:
+                    out.append(None)
+                    continue
+                logical = shape if d is None else shape[:d] + shape[d + 1:]
+                gr = _sum_to(gr, logical)
+                if _batched_at(gr, level):
+                    raw = gr._data
+                    # an argument the examples share gets the sum of their gradients
+                    out.append(ops.sum(raw.value, axis=raw.bdim) if d is None else
+                               rules.moveaxis(ops, raw.value, raw.bdim, d))
+                else:  # the same gradient for every example
+                    out.append(gr * size if d is None else ops.broadcast_to(ops.expand_dims(gr, axis=d), shape))
+            return out + grads[len(out):]
+        finally:
+            batched.retire(level)
+
+    batched_cv = custom_vjp(fun_b)
+    batched_cv.__name__ = f"vmap({cv.__name__})"
+    return batched_cv.defvjp(fwd_b, bwd_b)
+
+
 class custom_vjp:
     """A function with a hand-written reverse-mode derivative, as in JAX::
 
@@ -96,6 +201,7 @@ class custom_vjp:
         self.fun = fun
         self.prim: tape.Primitive | None = None
         self._inside_fwd = 0
+        self._batched: dict[tuple, custom_vjp] = {}  # batch axes -> the function of many examples (vmap)
 
     def _fwd(self, fwd: Callable, args: Sequence[Any]) -> tuple[Any, Any]:
         self._inside_fwd += 1  # fwd may call f itself (the JAX idiom): run the plain function then
@@ -131,6 +237,10 @@ class custom_vjp:
                     _, res = self._fwd(fwd, args)
                     grads = self._bwd(bwd, res, g, args)
             else:
+                if aux is None and any(isinstance(a, batched.BatchedArray) for a in args):
+                    # recorded on batched arrays (vmap of grad), whose batching rule hands back no residuals
+                    with tape.no_grad():
+                        _, aux = self._fwd(fwd, _wrap_inputs(args))
                 grads = self._bwd(bwd, aux, Tensor(g), args)
             return [_as_mode(gr, g, a) if w else None for gr, a, w in zip(grads, args, wanted)]
 
@@ -138,8 +248,15 @@ class custom_vjp:
             _, res = self._fwd(fwd, args)
             return _transposed_jvp(lambda u: self._bwd(bwd, res, u, args), ans, tangents)
 
+        def batch(xp, dims, *args):
+            batched_cv = self._batched.get(dims)
+            if batched_cv is None:
+                batched_cv = self._batched[dims] = _batched_custom_vjp(self, fwd, bwd, dims)
+            return batched_cv(*args), 0
+
         self.prim = tape.primitive(f"custom_vjp:{self.__name__}", forward, vjp=vjp, jvp=jvp, has_aux=True,
-                                   batch=batching_rules.by_forward, register=False)
+                                   batch=batch, register=False)
+        self._batched.clear()
         return self
 
     def __call__(self, *args: Any) -> Tensor:
@@ -174,6 +291,7 @@ class custom_jvp:
         self.fun = fun
         self.rule: Callable | None = None
         self.prim: tape.Primitive | None = None
+        self._batched: dict[tuple, custom_jvp] = {}  # batch axes -> the function of many examples (vmap)
 
     def defjvp(self, rule: Callable) -> Callable:
         name = self.__name__
@@ -214,9 +332,18 @@ class custom_jvp:
             it = iter(grads)
             return [_as_mode(next(it, None), g, a) if w else None for a, w in zip(args, wanted)]
 
+        def batch(xp, dims, *args):
+            batched_cj = self._batched.get(dims)
+            if batched_cj is None:  # vmap(f) with vmap(rule) as its rule (JAX's custom_jvp under vmap)
+                batched_cj = custom_jvp(vmap(self.fun, in_axes=dims))
+                batched_cj.__name__ = f"vmap({name})"
+                batched_cj.defjvp(vmap(rule, in_axes=(dims, dims)))
+                self._batched[dims] = batched_cj
+            return batched_cj(*args), 0
+
         self.rule = rule
-        self.prim = tape.primitive(f"custom_jvp:{name}", forward, vjp=vjp, jvp=jvp, batch=batching_rules.by_forward,
-                                   register=False)
+        self._batched.clear()
+        self.prim = tape.primitive(f"custom_jvp:{name}", forward, vjp=vjp, jvp=jvp, batch=batch, register=False)
         return rule
 
     def __call__(self, *args: Any) -> Any:
@@ -272,8 +399,15 @@ def checkpoint(f: Callable) -> Callable:
 
         return transforms.jvp(f_sel, [args[i] for i in idx], [tangents[i] for i in idx])[1]
 
-    prim = tape.primitive(f"checkpoint:{name}", forward, vjp=vjp, jvp=jvp, batch=batching_rules.by_forward,
-                          register=False)
+    mapped: dict[tuple, Callable] = {}  # batch axes -> checkpoint(vmap(f)) (agrad.vmap)
+
+    def batch(xp, dims, *args):
+        fn = mapped.get(dims)
+        if fn is None:
+            fn = mapped[dims] = checkpoint(functools.wraps(f)(vmap(f, in_axes=dims)))
+        return fn(*args), 0
+
+    prim = tape.primitive(f"checkpoint:{name}", forward, vjp=vjp, jvp=jvp, batch=batch, register=False)
 
     @functools.wraps(f)
     def wrapped(*args: Any) -> Tensor:

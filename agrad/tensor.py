@@ -328,8 +328,9 @@ class Tensor:
     def detach(self) -> "Tensor":
         """The same data, cut off from the tape and from forward-mode tangents (no copy).
         It shares this Tensor's version counter: an in-place update of either is seen by
-        graphs that saved the other (as in PyTorch)."""
-        return alias(self)
+        graphs that saved the other (as in PyTorch). Inside agrad.vmap the batched array's
+        physical value is cut off too (:func:`detached`)."""
+        return detached(self)
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -514,6 +515,20 @@ def bump_version(t: Tensor, what: str) -> None:
     else:
         vc[0] += 1
         vc[1] = what
+
+
+def detached(t: Tensor) -> Tensor:
+    """:func:`alias` cut off from derivatives at every vmap level: a batched array's physical
+    value is detached too, else a derivative taken outside the vmap (grad of vmap) would
+    still flow through it (detach, stop_gradient). (alias itself keeps the physical value:
+    transforms inside a vmap make their input leaves with it, and outer derivatives must
+    reach through them.)"""
+    data = t._data
+    if not hasattr(data, "_vmap_physical"):  # (agrad.batching.BatchedArray: it imports this module)
+        return alias(t)
+    out = Tensor(data.__class__(detached(data.value), data.bdim, data.level))
+    out._share_counter(t)
+    return out
 
 
 def alias(t: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from . import backend, forward_mode, ops, tape, tree
 from .batching.vmap import vmap
-from .tensor import Tensor, alias
+from .tensor import Tensor, alias, detached
 
 
 def _argnums(argnums: int | Sequence[int], nargs: int, name: str) -> tuple[int, ...]:
@@ -366,4 +366,4 @@ def hvp(f: Callable, x: Any, v: Any) -> Tensor:
 
 def stop_gradient(x: Any) -> Any:
     """``x`` (a pytree) with no derivative flowing through it, in either mode."""
-    return tree.tree_map(lambda a: alias(a) if isinstance(a, Tensor) else Tensor(a) if hasattr(a, "shape") else a, x)
+    return tree.tree_map(lambda a: detached(a) if isinstance(a, Tensor) else Tensor(a) if hasattr(a, "shape") else a, x)

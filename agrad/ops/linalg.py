@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from .. import backend
-from ..batching import rules
+from ..batching import batched, rules
 from ..tape import is_traced, primitive
 from ..tensor import ArrayLike, Tensor
 from . import reductions as R
@@ -391,9 +391,20 @@ def matrix_power(x: ArrayLike, n: int, /) -> Tensor:
     return result
 
 
+def _of_examples(raw: Any, fn: Any) -> Tensor:
+    """``fn`` (a function of a stack of matrices) of every example of the batched array
+    ``raw`` (agrad.vmap) at once: of its physical value with the examples in front. For
+    the backend's functions called below on values nobody differentiates, which would
+    otherwise meet the batched array itself (and ask agrad's namespace for themselves)."""
+    v = moveaxis(raw.value, raw.bdim, 0) if raw.bdim else raw.value
+    return Tensor(batched.wrap(fn(v), 0, raw.level))
+
+
 def matrix_rank(x: ArrayLike, /, *, rtol: float | None = None) -> Tensor:
     """The number of singular values above rtol * the largest (no gradient)."""
     raw = x._data if isinstance(x, Tensor) else x
+    if raw.__class__ is batched.BatchedArray:  # inside agrad.vmap
+        return _of_examples(raw, lambda v: matrix_rank(v, rtol=rtol))
     xp = backend.namespace_of((raw,), "matrix_rank")
     return Tensor(xp.linalg.matrix_rank(raw, rtol=rtol))
 
@@ -446,6 +457,8 @@ def pinv(x: ArrayLike, /, *, rtol: float | None = None) -> Tensor:
     """The Moore-Penrose pseudo-inverse, from the reduced SVD; singular values at or below
     rtol * the largest are treated as zero (their derivative too)."""
     raw = x._data if isinstance(x, Tensor) else x
+    if not is_traced(x) and raw.__class__ is batched.BatchedArray:  # inside agrad.vmap
+        return _of_examples(raw, lambda v: pinv(v, rtol=rtol))
     if not is_traced(x):  # nothing to differentiate: the backend's own pinv (complex input included)
         xp = backend.namespace_of((raw,), "pinv")
         return Tensor(xp.linalg.pinv(raw, rtol=rtol._data if isinstance(rtol, Tensor) else rtol))
