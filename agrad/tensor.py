@@ -329,7 +329,7 @@ class Tensor:
         """The same data, cut off from the tape and from forward-mode tangents (no copy).
         It shares this Tensor's version counter: an in-place update of either is seen by
         graphs that saved the other (as in PyTorch). Inside agrad.vmap the batched array's
-        physical value is cut off too (:func:`detached`)."""
+        physical value is cut off too (``detached``)."""
         return detached(self)
 
     def zero_grad(self) -> None:
