@@ -280,13 +280,6 @@ def run_rule(prim: Any, args: Sequence[Any], raw: Sequence[Any], params: dict) -
         raise VmapError(f"agrad.vmap: {prim.name} got a batched value of a vmap that has returned (it escaped the "
                         f"mapped function, e.g. through a global or a closure); return it from the function instead")
     rule = prim.rules.get(BATCH)
-    if rule is rules.by_forward:  # a custom_vjp / custom_jvp / checkpoint function: its forward on batched arrays
-        if any(r.__class__ is BatchedArray and hides_trace(r) for r in raw):
-            raise NotImplementedError(
-                f"agrad.vmap: {prim.name} under a derivative taken outside the vmap (grad(vmap(f)) with a custom "
-                f"rule or checkpoint inside) is not supported yet: its rule would be lost. Put the derivative "
-                f"inside the vmap (vmap(grad(f))), or map the function without the custom rule")
-        return prim.forward(NAMESPACE, *raw, **params)
     values, dims = [], []
     for a, r in zip(args, raw):
         if r.__class__ is BatchedArray and r.level == level:

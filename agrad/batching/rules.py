@@ -55,12 +55,18 @@ def aligned(xp: Any, dims: Sequence[int | None], args: Sequence[Any]) -> tuple[l
         return list(args), d0
     out = list(args)
     for i in batched:
-        a = to_front(xp, args[i], dims[i])
-        if ranks[i] < r:
-            s = tuple(a.shape)
-            a = xp.reshape(a, (s[0],) + (1,) * (r - ranks[i]) + s[1:])
-        out[i] = a
+        out[i] = front_padded(xp, args[i], dims[i], ranks[i], r)
     return out, 0
+
+
+def front_padded(xp: Any, x: Any, d: int, rank: int, r: int) -> Any:
+    """Batched ``x`` (an example of rank ``rank``) with its batch axis in front and unit
+    axes after it up to rank ``r``: what broadcasting against rank-``r`` examples needs."""
+    x = to_front(xp, x, d)
+    if rank < r:
+        s = tuple(x.shape)
+        x = xp.reshape(x, (s[0],) + (1,) * (r - rank) + s[1:])
+    return x
 
 
 def logical_axes(axis: Any, ndim: int) -> tuple[int, ...]:
@@ -128,18 +134,6 @@ def reduction(prim: Any, *, keepdims_param: bool = True) -> Rule:
 
 
 @_kind
-def along_axis(prim: Any) -> Rule:
-    """An op of one array along one logical axis ``axis`` that keeps the shape
-    (softmax, cumulative sums...): the same axis of the physical array."""
-
-    def rule(xp: Any, dims: tuple, x: Any, *, axis: int, **params: Any) -> tuple[Any, int]:
-        (d,) = dims
-        return prim(x, axis=physical_axis(axis, d, x.ndim - 1), **params), d
-
-    return rule
-
-
-@_kind
 def leading_batch(prim: Any) -> Rule:
     """An op that already maps over leading axes, broadcasting them (matrix functions of
     the linalg extension: inv, det, cholesky...): the batch axes moved to the front, and
@@ -148,15 +142,7 @@ def leading_batch(prim: Any) -> Rule:
     def rule(xp: Any, dims: tuple, *args: Any, **params: Any) -> tuple[Any, int]:
         ranks = [logical_rank(a, d) for a, d in zip(args, dims)]
         r = max(ranks)
-        out = list(args)
-        for i, d in enumerate(dims):
-            if d is None:
-                continue
-            a = to_front(xp, args[i], d)
-            if ranks[i] < r:
-                s = tuple(a.shape)
-                a = xp.reshape(a, (s[0],) + (1,) * (r - ranks[i]) + s[1:])
-            out[i] = a
+        out = [front_padded(xp, a, d, rank, r) if d is not None else a for a, d, rank in zip(args, dims, ranks)]
         for i, d in enumerate(dims):  # an unbatched argument gets a unit batch axis to broadcast along
             if d is None and hasattr(args[i], "shape"):
                 s = tuple(args[i].shape)
@@ -193,11 +179,3 @@ def matrix_op(prim: Any) -> Rule:
 
     return rule
 
-
-def by_forward(xp: Any, dims: tuple, *args: Any, **params: Any) -> tuple[Any, int]:
-    """The batching of custom_vjp, custom_jvp and checkpoint functions: their forward runs
-    on the batched arrays themselves (the user's function sees one example, as it was
-    written), and the node recorded on them keeps the user's rules, so vmap of a
-    derivative uses those rules. ``batched.run_rule`` recognises this marker; it is never
-    called."""
-    raise AssertionError("agrad.batching.rules.by_forward is a marker for run_rule")
