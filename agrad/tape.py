@@ -760,7 +760,9 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 xp, ans, raw = dxp, t, constants_as_tensors(args)
             else:
                 ans = t._data
-                xp = by_type[ans.__class__]
+                # (a cotangent batched by agrad.vmap reaches an unbatched node under vmap(grad(f)) with
+                # in_axes None for the target: its VJP runs on batched arrays, in their namespace)
+                xp = by_type[ans.__class__ if g.__class__ is not _BatchedArray else _BatchedArray]
                 raw = t._inputs
             # One pass over the inputs: which cotangents this sweep uses (the rule computes no
             # other), and whether an input was updated in place since the node was recorded.

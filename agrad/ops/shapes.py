@@ -637,7 +637,7 @@ def _assign_batched(x: Tensor, key: tuple, value: Tensor) -> Tensor:
     written differ by example, so the fixed-size form of the last write winning: each
     write is kept where no later one hits its position (found by a stable sort), the kept
     values are scattered, and a scatter of ones says which positions were written."""
-    from . import creation, elementwise, sorting  # (late: they import this module)
+    from . import creation, elementwise, no_gradient, sorting  # (late: they import this module)
 
     size = 1
     for n in x.shape:
@@ -652,13 +652,15 @@ def _assign_batched(x: Tensor, key: tuple, value: Tensor) -> Tensor:
     positions, value = reshape(positions, (-1,)), reshape(value, (-1,))
     order = sorting.argsort(positions, stable=True)
     ordered = take(positions, order, axis=0)
-    last = concat([elementwise.not_equal(ordered[1:], ordered[:-1]),
+    last = concat([no_gradient.not_equal(ordered[1:], ordered[:-1]),
                    creation.ones((1,), dtype=dtypes.ALL["bool"], device=x.device)])
     kept = take(last, sorting.argsort(order, stable=True), axis=0)  # (the inverse permutation)
     zero = creation.zeros((), dtype=value.dtype, device=x.device)
-    written = scatter_add(astype(kept, dtypes.ALL["int64"]), (size,), (positions,))
+    count = elementwise.where(kept, creation.ones((), dtype=dtypes.ALL["int64"], device=x.device),
+                              creation.zeros((), dtype=dtypes.ALL["int64"], device=x.device))
+    written = scatter_add(count, (size,), (positions,))
     new = scatter_add(elementwise.where(kept, value, zero), (size,), (positions,))
-    out = elementwise.where(elementwise.greater(written, 0), new, reshape(x, (-1,)))
+    out = elementwise.where(no_gradient.greater(written, 0), new, reshape(x, (-1,)))
     return reshape(out, tuple(x.shape))
 
 
