@@ -238,6 +238,13 @@ def test_assign_and_setitem_on_batched_tensors(on_backend):
     def functional(t, y):
         return agrad.ops.assign(agrad.zeros((4,), dtype=t.dtype, device=t.device), y, t[2])
 
+    def through_a_view(t):  # an update of a view reaches its base; z[1] *= z[0] reads the old z[0]
+        z = agrad.zeros_like(t) + t
+        v = z[1:]
+        v *= 2.0
+        z[1] *= z[0]
+        return z
+
     def grown(t):  # augmented assignment on a batched Tensor
         z = agrad.zeros_like(t)
         z += t * t
@@ -251,6 +258,7 @@ def test_assign_and_setitem_on_batched_tensors(on_backend):
     check(on_backend, per_example_write, [x, labels], (0, 0))
     check(on_backend, functional, [x, labels], (0, 0))
     check(on_backend, grown, [x], (0,))
+    check(on_backend, through_a_view, [x], (0,))
 
 
 def test_inplace_update_of_unbatched_tensor_is_a_vmap_error(on_backend):
