@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from . import backend, forward_mode, tape
 from . import ops as _ops  # (agrad.ops imports this module: a real cycle; only called at run time)
+from .batching import batched
 from .compile import trace as tracing
 from .tensor import Tensor, bump_version
 
@@ -42,10 +43,13 @@ def augmented(t: Tensor, other: Any, op: str) -> Tensor:
     tape.fresh(t)
     tape.fresh(other)
     _check_writable(t, what)
+    _check_batched(t, other, (), what)
+    fn_name, copy_first = _FUNCTIONS[op]
     if not _recorded(t, other):
+        if t._data.__class__ is batched.BatchedArray:
+            return _augmented_batched(t, other, op, copy_first)
         return _augmented_in_place(t, other, op)
     _check_target(t, what)
-    fn_name, copy_first = _FUNCTIONS[op]
     fn = getattr(_ops, fn_name)
     if isinstance(other, Tensor) and other._vc is not None and other._vc is t._vc and \
             _ops.isdtype(other.dtype, "real floating"):
@@ -66,6 +70,7 @@ def setitem(t: Tensor, key: Any, value: Any) -> None:
     tape.fresh(t)
     tape.fresh(value)
     _check_writable(t, what)
+    _check_batched(t, value, key if isinstance(key, tuple) else (key,), what)
     raw = value._data if isinstance(value, Tensor) else value
     backend.namespace_of((t._data, raw), "Tensor.__setitem__")
     if not _recorded(t, value):
@@ -101,6 +106,26 @@ def _check_target(t: Tensor, what: str) -> None:
                 f"(the update would change the leaf); do it under `with agrad.no_grad():`, or update a copy "
                 f"(agrad.asarray(w, copy=True))"
             )
+
+
+def _check_batched(t: Tensor, value: Any, key: tuple, what: str) -> None:
+    """Inside agrad.vmap: an array can hold one value per example only of the vmaps that
+    batch it. A value (or index) batched by a vmap that does not batch ``t`` (made outside
+    the mapped function, or batched by an outer vmap only) cannot be written into it."""
+    need = batched.levels(value)
+    for k in key:
+        need |= batched.levels(k)
+    if not need or need <= batched.levels(t):
+        return
+    culprit = value if batched.levels(value) - batched.levels(t) else next(
+        k for k in key if batched.levels(k) - batched.levels(t))
+    raw = culprit._data if isinstance(culprit, Tensor) else culprit
+    raise batched.VmapError(
+        f"agrad.vmap: {what} writes {backend.describe(raw)} (one per example) into {backend.describe(t._data)}, "
+        f"which that vmap does not batch (it was made outside the mapped function, or batched by an outer vmap "
+        f"only), so it cannot hold a value for each example. Create the array inside the mapped function "
+        f"(e.g. agrad.zeros_like(x)), or compute a new array (t + v, agrad.where, agrad.assign) instead of "
+        f"updating it in place")
 
 
 def _check_writable(t: Tensor, what: str) -> None:
@@ -192,6 +217,23 @@ _FUNCTIONS = {"+=": ("add", False), "-=": ("subtract", False), "*=": ("multiply"
 # --------------------------------------------------------------------------- unrecorded updates
 
 
+def _augmented_batched(t: Tensor, other: Any, op: str, copy_first: bool) -> Tensor:
+    """``t op= other`` on a batched Tensor (inside agrad.vmap): the new value written into
+    the physical array (a batched array has no in-place operators of its own), so that the
+    update reaches what ``t`` is a view of, and is recorded there when the physical arrays
+    are traced. As for a recorded update, what the op's derivative reads is a copy, never
+    the memory written over."""
+    if copy_first:
+        t_now = _ops.shapes._copy(t)
+    else:
+        t_now = t
+    if isinstance(other, Tensor) and other._vc is not None and other._vc is t._vc:
+        other = _ops.shapes._copy(other)
+    new = _fit(getattr(_ops, _FUNCTIONS[op][0])(t_now, other), t, op)
+    setitem(t, Ellipsis, new)
+    return t
+
+
 def _augmented_in_place(t: Tensor, other: Any, op: str) -> Tensor:
     """The backend array's own in-place operator (a new array where the backend has no
     in-place form; the Tensor is updated either way)."""
@@ -226,7 +268,10 @@ def _setitem_in_place(t: Tensor, key: Any, raw: Any) -> None:
         key = key._data
     elif isinstance(key, tuple):
         key = tuple(k._data if isinstance(k, Tensor) else k for k in key)
-    if backend.namespace_of((t._data,), "setitem").backend.narrow_setitem:
+    if t._data.__class__ is not batched.BatchedArray and \
+            backend.namespace_of((t._data,), "setitem").backend.narrow_setitem:
+        # (a batched array takes every key: agrad.batching.batched.setitem, which records the physical
+        # update where the physical arrays are traced, as no_grad here would not)
         # The standard's __setitem__ takes no None, no integer arrays (on array-api-strict),
         # and no key naming fewer axes than the array has (NumPy's habit, kept by agrad):
         # such updates are computed as a recorded update would compute them, then written.

@@ -734,14 +734,6 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
     counts, useful = graph.counts, graph.useful
 
     by_type = backend._BY_TYPE
-    # A batched seed of a graph recorded on unbatched values (vmap of a pullback, as
-    # agrad.jacobian does): every cotangent is batched, so every VJP runs in the batched
-    # arrays' namespace, not in the namespace of the value it differentiates.
-    seed_xp = None
-    if not create_graph:
-        for s in seeds:
-            if backend.is_array_wrapper(s):
-                seed_xp = by_type[s.__class__]
     pending: dict[int, Any] = {}
     for r, s in zip(roots, seeds):
         if r._prim is None:
@@ -769,7 +761,9 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 xp, ans, raw = dxp, t, constants_as_tensors(args)
             else:
                 ans = t._data
-                xp = by_type[ans.__class__] if seed_xp is None else seed_xp
+                # (a cotangent batched by agrad.vmap reaches an unbatched node under vmap(grad(f)) with
+                # in_axes None for the target: its VJP runs on batched arrays, in their namespace)
+                xp = by_type[ans.__class__ if g.__class__ is not _BatchedArray else _BatchedArray]
                 raw = t._inputs
                 if xp.__class__ is _BatchNamespace:  # (agrad.vmap: the VJP runs on Tensors, see _batched_vjp)
                     xp = None

@@ -306,6 +306,18 @@ def setitem(target: BatchedArray, key: Any, value: Any) -> None:
             f"only by an outer one ({describe(target)}): the array cannot hold one value per inner example. Make "
             f"the array inside the inner vmap (agrad.zeros_like(x)), or compute a new one (agrad.where)")
     ops = _ops()
+    if any(_is_array_entry(k) for k in (key if isinstance(key, tuple) else (key,))):
+        # Index arrays (each example's own, or one for all): the updated array computed as
+        # agrad.assign computes it (the last write wins), then written whole.
+        # (from a copy: the recorded computation must not read the memory then written over)
+        current = BatchedArray(ops.shapes._copy(target.value), target.bdim, level)
+        new = _raw(ops.assign(Tensor._constant(current), key, value))
+        if new.__class__ is not BatchedArray or new.level != level:
+            raise VmapError(f"agrad.vmap: an in-place update with index arrays batched by an inner vmap, into an "
+                            f"array batched only by an outer one ({describe(target)}); make the array inside the "
+                            f"inner vmap (agrad.zeros_like(x)), or compute a new one (agrad.assign)")
+        target.value[...] = ops.moveaxis(new.value, new.bdim, target.bdim) if new.bdim != target.bdim else new.value
+        return
     phys_key = physical_key(key, target.bdim, target.ndim)
     sub_rank = _raw(ops.getitem(target.value, phys_key)).ndim - 1  # the logical rank of target[key]
     pos = batch_position(key, target.bdim, target.ndim)
@@ -323,6 +335,22 @@ def setitem(target: BatchedArray, key: Any, value: Any) -> None:
         v = ops.reshape(value, (1,) * (sub_rank - len(vshape)) + vshape) if len(vshape) < sub_rank else value
         value = ops.expand_dims(v, axis=pos)
     target.value[phys_key] = value
+
+
+def _is_array_entry(k: Any) -> bool:
+    """Whether an entry of a key is an index array (or a list, a Tensor), not a basic index."""
+    return not isinstance(k, (int, slice, type(None), type(Ellipsis)))
+
+
+def levels(x: Any) -> set[int]:
+    """The levels of the vmaps that batch ``x`` (a Tensor, an array, a number): empty when none."""
+    if isinstance(x, Tensor):
+        x = x._data
+    out = set()
+    while x.__class__ is BatchedArray:
+        out.add(x.level)
+        x = x.value._data
+    return out
 
 
 def batch_position(key: Any, bdim: int, ndim: int) -> int:
@@ -539,8 +567,10 @@ class BatchNamespace:
                 try:
                     return fn(*args, **kwargs)
                 except _Unbatched:  # nothing batched: the backend's own function
-                    return _raw(getattr(ops, name)(*args, **kwargs)) if hasattr(ops, name) else \
-                        fallback(*args, **kwargs)
+                    if not hasattr(ops, name):
+                        return fallback(*args, **kwargs)
+                    out = getattr(ops, name)(*args, **kwargs)
+                    return tuple(_raw(o) for o in out) if type(out) is tuple else _raw(out)
 
             setattr(self, name, batched)
             return batched

@@ -680,7 +680,9 @@ def _assign_batched(x: Tensor, key: tuple, value: Tensor) -> Tensor:
                    creation.ones((1,), dtype=dtypes.ALL["bool"], device=x.device)])
     kept = take(last, sorting.argsort(order, stable=True), axis=0)  # (the inverse permutation)
     zero = creation.zeros((), dtype=value.dtype, device=x.device)
-    written = scatter_add(astype(kept, dtypes.ALL["int64"]), (size,), (positions,))
+    count = elementwise.where(kept, creation.ones((), dtype=dtypes.ALL["int64"], device=x.device),
+                              creation.zeros((), dtype=dtypes.ALL["int64"], device=x.device))
+    written = scatter_add(count, (size,), (positions,))
     new = scatter_add(elementwise.where(kept, value, zero), (size,), (positions,))
     out = elementwise.where(no_gradient.greater(written, 0), new, reshape(x, (-1,)))
     return reshape(out, tuple(x.shape))
