@@ -10,6 +10,7 @@ import functools
 from typing import Any, Callable, Sequence
 
 from . import backend, ops, tape, transforms
+from .batching import rules as batching_rules
 from .tensor import Tensor
 
 
@@ -138,7 +139,7 @@ class custom_vjp:
             return _transposed_jvp(lambda u: self._bwd(bwd, res, u, args), ans, tangents)
 
         self.prim = tape.primitive(f"custom_vjp:{self.__name__}", forward, vjp=vjp, jvp=jvp, has_aux=True,
-                                   register=False)
+                                   batch=batching_rules.by_forward, register=False)
         return self
 
     def __call__(self, *args: Any) -> Tensor:
@@ -214,7 +215,8 @@ class custom_jvp:
             return [_as_mode(next(it, None), g, a) if w else None for a, w in zip(args, wanted)]
 
         self.rule = rule
-        self.prim = tape.primitive(f"custom_jvp:{name}", forward, vjp=vjp, jvp=jvp, register=False)
+        self.prim = tape.primitive(f"custom_jvp:{name}", forward, vjp=vjp, jvp=jvp, batch=batching_rules.by_forward,
+                                   register=False)
         return rule
 
     def __call__(self, *args: Any) -> Any:
@@ -270,7 +272,8 @@ def checkpoint(f: Callable) -> Callable:
 
         return transforms.jvp(f_sel, [args[i] for i in idx], [tangents[i] for i in idx])[1]
 
-    prim = tape.primitive(f"checkpoint:{name}", forward, vjp=vjp, jvp=jvp, register=False)
+    prim = tape.primitive(f"checkpoint:{name}", forward, vjp=vjp, jvp=jvp, batch=batching_rules.by_forward,
+                          register=False)
 
     @functools.wraps(f)
     def wrapped(*args: Any) -> Tensor:

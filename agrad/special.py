@@ -30,6 +30,7 @@ from typing import Any
 
 from . import dtypes as _dtypes
 from . import ops as _ops
+from .batching import rules
 from .tape import Primitive, primitive
 from .tensor import ArrayLike, Tensor
 
@@ -139,7 +140,8 @@ def _erf_forward(xp: Any, x: Any) -> Any:
 
 _TWO_OVER_SQRT_PI = 2.0 * _INV_SQRT_PI
 erf_p = primitive("erf", _erf_forward, vjp=[lambda xp, g, ans, x: g * _TWO_OVER_SQRT_PI * xp.exp(-x * x)],
-                  jvp=[lambda xp, t, ans, x: t * _TWO_OVER_SQRT_PI * xp.exp(-x * x)], saves=[(0,)])
+                  jvp=[lambda xp, t, ans, x: t * _TWO_OVER_SQRT_PI * xp.exp(-x * x)], saves=[(0,)],
+                  batch=rules.elementwise)
 
 
 def erf(x: ArrayLike, /) -> Tensor:
@@ -157,7 +159,8 @@ def _erfc_forward(xp: Any, x: Any) -> Any:
 
 
 erfc_p = primitive("erfc", _erfc_forward, vjp=[lambda xp, g, ans, x: g * -_TWO_OVER_SQRT_PI * xp.exp(-x * x)],
-                   jvp=[lambda xp, t, ans, x: t * -_TWO_OVER_SQRT_PI * xp.exp(-x * x)], saves=[(0,)])
+                   jvp=[lambda xp, t, ans, x: t * -_TWO_OVER_SQRT_PI * xp.exp(-x * x)], saves=[(0,)],
+                   batch=rules.elementwise)
 
 
 def erfc(x: ArrayLike, /) -> Tensor:
@@ -248,6 +251,7 @@ gammaln_p = primitive(
     "gammaln", _gammaln_forward,
     vjp=[lambda xp, g, ans, x: g * _call(xp, polygamma_p, x, n=0)],
     jvp=[lambda xp, t, ans, x: t * _call(xp, polygamma_p, x, n=0)], saves=[(0,)],
+    batch=rules.elementwise,
 )
 
 
@@ -396,6 +400,7 @@ polygamma_p = primitive(
     "polygamma", _polygamma_forward,
     vjp=[lambda xp, g, ans, x, n=0: g * _call(xp, polygamma_p, x, n=n + 1)],
     jvp=[lambda xp, t, ans, x, n=0: t * _call(xp, polygamma_p, x, n=n + 1)], saves=[(0,)],
+    batch=rules.elementwise,
 )
 polygamma_p.__doc__ = "The agrad primitive 'polygamma': psi^(n)(x), n a static parameter (n = 0: digamma)."
 
@@ -489,6 +494,7 @@ i0e_p = primitive(
     "i0e", lambda xp, x: _bessel_scaled(xp, x, _I0E_A, _I0E_B, odd=False),
     vjp=[lambda xp, g, ans, x: g * (_call(xp, i1e_p, x) - xp.sign(x) * ans)],
     jvp=[lambda xp, t, ans, x: t * (_call(xp, i1e_p, x) - xp.sign(x) * ans)], saves=[(0, "out")],
+    batch=rules.elementwise,
 )
 
 
@@ -525,6 +531,7 @@ i1e_p = primitive(
     "i1e", lambda xp, x: _bessel_scaled(xp, x, _I1E_A, _I1E_B, odd=True),
     vjp=[lambda xp, g, ans, x: g * _i1e_derivative(xp, ans, x)],
     jvp=[lambda xp, t, ans, x: t * _i1e_derivative(xp, ans, x)], saves=[(0, "out")],
+    batch=rules.elementwise,
 )
 
 
@@ -556,7 +563,7 @@ def _entr_derivative(xp: Any, x: Any) -> Any:
 
 
 entr_p = primitive("entr", _entr_forward, vjp=[lambda xp, g, ans, x: g * _entr_derivative(xp, x)],
-                   jvp=[lambda xp, t, ans, x: t * _entr_derivative(xp, x)], saves=[(0,)])
+                   jvp=[lambda xp, t, ans, x: t * _entr_derivative(xp, x)], saves=[(0,)], batch=rules.elementwise)
 
 
 def entr(x: ArrayLike, /) -> Tensor:
@@ -578,7 +585,7 @@ def _logit_forward(xp: Any, x: Any) -> Any:
 
 
 logit_p = primitive("logit", _logit_forward, vjp=[lambda xp, g, ans, x: g / (x * (1.0 - x))],
-                    jvp=[lambda xp, t, ans, x: t / (x * (1.0 - x))], saves=[(0,)])
+                    jvp=[lambda xp, t, ans, x: t / (x * (1.0 - x))], saves=[(0,)], batch=rules.elementwise)
 
 
 def logit(x: ArrayLike, /) -> Tensor:

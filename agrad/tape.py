@@ -199,7 +199,7 @@ def primitive(name: str, forward: Callable, *, vjp: Rule | Sequence[Rule | None]
     elif jvp is not None:
         prim.def_rule(JVP, jvp if callable(jvp) else per_argument_jvp(name, jvp))
     if batch is not None:
-        prim.def_rule(BATCH, batch)
+        prim.def_rule(BATCH, batch(prim) if getattr(batch, "needs_primitive", False) else batch)
     elif elementwise:
         prim.def_rule(BATCH, batching_rules.elementwise(prim))
     return prim
@@ -422,6 +422,7 @@ _SCALARS = frozenset((bool, int, float, complex))  # the Python scalars, which h
 _by_type = backend._BY_TYPE
 _BatchNamespace = batched.BatchNamespace
 _BatchedArray = batched.BatchedArray
+_BATCH_NAMESPACE = batched.NAMESPACE
 _node = Tensor._node  # (the fast constructors, one global look-up each)
 _constant = Tensor._constant
 namespace_of = backend.namespace_of
@@ -770,6 +771,8 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 ans = t._data
                 xp = by_type[ans.__class__] if seed_xp is None else seed_xp
                 raw = t._inputs
+                if xp.__class__ is _BatchNamespace:  # (agrad.vmap: the VJP runs on Tensors, see _batched_vjp)
+                    xp = None
             # One pass over the inputs: which cotangents this sweep uses (the rule computes no
             # other), and whether an input was updated in place since the node was recorded.
             wanted = ()
@@ -818,7 +821,10 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                         ans = None
             # One cotangent per argument, None where none is wanted: the per-argument rules are
             # built so and primitive() checks the others, so that the hot path need not.
-            if wanted == _ONE_WANTED and t._prim._vjp1 is not None:  # what the rule's wrapper would do
+            if xp is None:
+                xp = _BATCH_NAMESPACE
+                grads = _batched_vjp(t, g, ans, wanted, args)
+            elif wanted == _ONE_WANTED and t._prim._vjp1 is not None:  # what the rule's wrapper would do
                 grads = (t._prim._vjp1(xp, g, ans, *raw, **t._params),)
             else:
                 grads = t._prim.rules[VJP](xp, g, ans, wanted, *raw, **t._params)
@@ -854,6 +860,16 @@ def _sweep(roots: Sequence[Tensor], seeds: Sequence[Any], retain_graph: bool, cr
                 t._params = None
     finally:
         _grad_mode.enabled = previous
+
+
+def _batched_vjp(t: Tensor, g: Any, ans: Any, wanted: tuple, args: tuple) -> list:
+    """The VJP of a node recorded on batched arrays (vmap of a derivative) on a plain
+    backward pass: run on Tensors and agrad's namespace, unrecorded, because the raw arrays
+    of some backends (array-api-strict) do not defer to a batched array's operators. The
+    cotangents come back as arrays."""
+    grads = t._prim.rules[VJP](_differentiable_namespace(), Tensor._constant(g), None if ans is None else t, wanted,
+                               *constants_as_tensors(args), **t._params)
+    return [ga._data if isinstance(ga, Tensor) else ga for ga in grads]
 
 
 def _cast_gradient(xp: Any, ga: Any, a: Tensor, prim: Primitive) -> Any:
@@ -983,8 +999,12 @@ def _seed(root: Tensor, grad: Any, create_graph: bool, op: str) -> Any:
 def is_traced(x: Any) -> bool:
     """Whether someone may differentiate with respect to ``x`` (tape or forward mode)."""
     fresh(x)
-    return isinstance(x, Tensor) and (x.requires_grad or (x._tangents is not None and
-                                                          bool(forward_mode.active_levels((x,)))))
+    if not isinstance(x, Tensor):
+        return False
+    if x.requires_grad or (x._tangents is not None and bool(forward_mode.active_levels((x,)))):
+        return True
+    # inside agrad.vmap: a constant here whose examples a transform outside the vmap traces
+    return x._data.__class__ is _BatchedArray and batched.hides_trace(x._data)
 
 
 def backward(root: Tensor, grad: Any = None, retain_graph: bool = False, create_graph: bool = False) -> None:

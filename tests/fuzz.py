@@ -12,16 +12,20 @@ A case is drawn from one seed:
   scalar function into a new scalar function of the same two arguments, a
   directional derivative taken with a random transform (grad with argnums, grad of a
   closure, value_and_grad, grad over a dict, vjp, jvp, jacobian in both modes, with
-  aliased outputs; hessian and hvp for second order), or an identity wrapper
-  (checkpoint, custom_vjp, custom_jvp) that must not change any derivative;
+  aliased outputs; hessian and hvp for second order), an identity wrapper
+  (checkpoint, custom_vjp, custom_jvp) that must not change any derivative, or a
+  **vmap** level: the level below mapped over a batch of perturbed arguments (random
+  in_axes, positive, negative or None, and out_axes; the other argument closed over,
+  sometimes), outside or inside the derivative levels, or inside another vmap;
 * the two arguments, sometimes the **same array object** in both positions.
 
 Each level is checked against central finite differences of the level below it
-(Richardson-extrapolated, float64, on the host), so a mismatch names the first level
-that is wrong; the whole tower is then run under agrad.compile, traced and replayed at
-other points, against its eager values bit for bit. Inner transforms close over values the outer ones trace, and outer
-levels differentiate arguments the inner ones do not: exactly the compositions where
-perturbation confusion and lost sensitivities hide.
+(Richardson-extrapolated, float64, on the host), a vmap level against the loop over
+its examples of the level below, so a mismatch names the first level that is wrong;
+the whole tower is then run under agrad.compile, traced and replayed at other points,
+against its eager values bit for bit. Inner transforms close over values the outer ones
+trace, and outer levels differentiate arguments the inner ones do not: exactly the
+compositions where perturbation confusion and lost sensitivities hide.
 
     python -m tests.fuzz --cases 20000 --backend numpy     # a long local run
 """
@@ -39,6 +43,7 @@ import numpy as np
 
 import agrad
 from agrad import backend as B
+from agrad.batching.batched import BatchedArray
 
 SHAPES = [(), (3,), (2, 3), (1, 3), (2, 1)]
 
@@ -156,6 +161,7 @@ class _Groups:
 
     of: list = field(default_factory=list)  # pool index -> group
     frozen: set = field(default_factory=set)  # groups never to update: the inputs, broadcasts, values read
+    basic_keys: bool = False  # in-place updates with basic keys only (the program runs under vmap)
 
     def add(self, group: int | None = None, frozen: bool = False) -> None:
         group = len(self.of) + 1000 if group is None else group
@@ -167,9 +173,10 @@ class _Groups:
         return self.of[i] not in self.frozen
 
 
-def random_program(rng: np.random.Generator, shapes: tuple[tuple, tuple], n_steps: int) -> Program:
+def random_program(rng: np.random.Generator, shapes: tuple[tuple, tuple], n_steps: int,
+                   basic_keys: bool = False) -> Program:
     prog = Program(shapes=list(shapes))
-    groups = _Groups()
+    groups = _Groups(basic_keys=basic_keys)
     groups.add(frozen=True)  # x and y: leaves of the transforms, never updated
     groups.add(frozen=True)
     for _ in range(n_steps):
@@ -208,12 +215,14 @@ def _track(groups: _Groups, name: str, ops: list, params: dict) -> None:
         groups.add(frozen=name not in READS_NOTHING)  # its own result read by its derivative
 
 
-def _random_key(rng, s: tuple) -> tuple[Any, tuple]:
+def _random_key(rng, s: tuple, basic_only: bool = False) -> tuple[Any, tuple]:
     """A key into shape ``s`` and the shape it selects: basic (slices with any step, an
-    int, ``...``), an integer array with repeated entries, or a boolean mask."""
+    int, ``...``), an integer array with repeated entries, or a boolean mask (not when
+    ``basic_only``: in-place updates of batched arrays take basic keys, by design)."""
     if not s:
         return (), ()
-    kind = rng.choice(["slice", "int", "ellipsis", "int_array", "mask"])
+    kinds = ["slice", "int", "ellipsis"] + ([] if basic_only else ["int_array", "mask"])
+    kind = rng.choice(kinds)
     if kind == "slice":
         step = int(rng.choice([1, 2, -1, -2]))
         start, stop = (int(v) if v is not None else None for v in rng.choice([None, 0, 1, -1], size=2))
@@ -264,7 +273,8 @@ def _in_place_step(rng, kind, pool, groups):
         else:
             params["view"] = "transpose"
             target = s[::-1]
-    key, region = _random_key(rng, target) if params["op"] == "=" or rng.random() < 0.5 else ((Ellipsis,), target)
+    key, region = _random_key(rng, target, groups.basic_keys) if params["op"] == "=" or rng.random() < 0.5 \
+        else ((Ellipsis,), target)
     params["key"] = key
     j, _ = _value_for(rng, pool, region)
     if params["op"] == "*=" and j is not None and kind != "fresh_update" and groups.of[j] == groups.of[i]:
@@ -279,7 +289,9 @@ def _in_place_step(rng, kind, pool, groups):
 def _apply_in_place(name: str, a: list, params: dict) -> Any:
     base = a[0]
     if name == "fresh_update":
-        z = agrad.zeros(base.shape, dtype=base.dtype, device=base.device)
+        # (inside vmap, zeros_like: a fresh array of zeros with one example per example of base)
+        z = agrad.zeros_like(base) if _batched(base) else agrad.zeros(base.shape, dtype=base.dtype,
+                                                                       device=base.device)
         z[...] = base * 0.5  # (a fresh array holding a differentiable value)
         base = z
     target = base
@@ -298,6 +310,10 @@ def _apply_in_place(name: str, a: list, params: dict) -> Any:
     else:
         target[key] *= value
     return base if params.get("result", "target") == "base" else target
+
+
+def _batched(t: Any) -> bool:
+    return isinstance(t, agrad.Tensor) and t._data.__class__ is BatchedArray
 
 
 def _pick(rng, pool, pred=lambda s: True):
@@ -420,6 +436,8 @@ def run_program(prog: Program, x: Any, y: Any) -> Any:
 def _like(host: Any, ref: Any) -> Any:
     """A host array as a constant beside ``ref`` (same backend and device)."""
     data = ref.data if isinstance(ref, agrad.Tensor) else ref
+    while data.__class__ is BatchedArray:  # (inside vmap: the backend array under the examples)
+        data = data.value._data
     xp = B.namespace_of((data,), "fuzz")
     dev = data.device
     return B.from_numpy(np.asarray(host), backend=xp.name, device=dev)
@@ -482,6 +500,28 @@ DERIVATIVE_KINDS = ["grad", "grad_closure", "value_and_grad", "grad_dict", "vjp"
                     "jvp_closure", "jacobian_forward", "jacobian_reverse", "gradients_api", "pullback_of_traced"]
 SECOND_ORDER_KINDS = ["hessian", "hvp"]
 IDENTITY_KINDS = ["checkpoint", "custom_vjp", "custom_jvp"]
+VMAP_KINDS = ["vmap", "vmap_closure"]
+
+
+@dataclass
+class Batch:
+    """A vmap level: ``sum(weights * vmap(g, in_axes, out_axes)(X, Y))`` where example k
+    of X is ``x + deltas[0][k]`` (along axis ``in_axes[0]`` of X; X is x itself where
+    ``in_axes[0]`` is None) and ``g`` is the level below (``pair``: it and its sine,
+    stacked, so that out_axes has two places to put the examples)."""
+
+    n: int  # examples
+    in_axes: tuple  # per argument: the axis of its examples, or None (not mapped)
+    out_axis: int
+    pair: bool
+    deltas: list  # per argument: host (n, *shape) offsets of the examples
+    weights: Any  # host, the shape of vmap's output
+    closure: int | None = None  # vmap_closure: the argument the mapped function closes over
+
+    def describe(self) -> str:
+        shared = f", closing over arg {self.closure}" if self.closure is not None else ""
+        return (f"in_axes {self.in_axes}, out_axes {self.out_axis}, {self.n} examples"
+                f"{', of (S, sin S)' if self.pair else ''}{shared}")
 
 
 @dataclass
@@ -490,8 +530,11 @@ class Level:
     chosen: tuple  # argument positions differentiated
     v: list  # host direction per argument (zeros where not chosen)
     w: Any = None  # second direction (second-order kinds), for argument chosen[0]
+    batch: Batch | None = None  # vmap levels
 
     def describe(self) -> str:
+        if self.batch is not None:
+            return f"{self.kind} ({self.batch.describe()})"
         return f"{self.kind} over args {self.chosen}"
 
 
@@ -586,6 +629,8 @@ def make_level(level: Level, S: Callable) -> Callable:
             j = ch[0]
             hv = agrad.hvp(lambda z: S(*_replace(args, (j,), (z,))), args[j], _like(level.v[j], args[j]))
             return _dot(hv, level.w)
+        if kind in VMAP_KINDS:
+            return _vmap_level(level.batch, S, args)
         if kind == "checkpoint":
             return agrad.checkpoint(S)(x, y)
         if kind == "custom_vjp":
@@ -595,6 +640,72 @@ def make_level(level: Level, S: Callable) -> Callable:
         raise KeyError(kind)
 
     return S_next
+
+
+def _vmap_level(p: Batch, S: Callable, args: list) -> Any:
+    def g(xk: Any, yk: Any) -> Any:
+        out = S(xk, yk)
+        return agrad.stack([out, agrad.sin(out)]) if p.pair else out
+
+    batched = []
+    for a, ax, d in zip(args, p.in_axes, p.deltas):
+        if ax is None:
+            batched.append(a)
+            continue
+        a = _as_tensor(a)  # (the examples are made from the argument, so derivatives of it flow into them)
+        at = ax % (a.ndim + 1)
+        batched.append(agrad.expand_dims(a, axis=at) + _like(np.moveaxis(d, 0, at), a))
+    if p.closure is None:
+        out = agrad.vmap(g, in_axes=p.in_axes, out_axes=p.out_axis)(*batched)
+    else:
+        m = 1 - p.closure  # (the mapped argument)
+
+        def g1(z: Any) -> Any:
+            return g(*_replace(args, (m,), (z,)))
+
+        out = agrad.vmap(g1, in_axes=p.in_axes[m], out_axes=p.out_axis)(batched[m])
+    return agrad.sum(out * _like(p.weights, out))
+
+
+def _vmap_reference(S: Callable, case: "Case", p: Batch, backend_name: str, device: Any) -> tuple[float, float]:
+    """A vmap level by the loop over its examples (S on the host's perturbed arguments,
+    one at a time), and the size of the terms it adds up."""
+    total, scale = 0.0, 0.0
+    for k in range(p.n):
+        xs = [base if ax is None else base + d[k] for base, ax, d in zip((case.x, case.y), p.in_axes, p.deltas)]
+        v = _eval(S, xs[0], xs[1], backend_name, device)
+        h = np.array([v, math.sin(v)]) if p.pair else np.array(v)
+        terms = np.take(p.weights, k, axis=p.out_axis) * h
+        total += float(np.sum(terms))
+        scale += float(np.sum(np.abs(terms)))
+    return total, scale
+
+
+def _random_batch(rng: np.random.Generator, shapes: tuple, kind: str, unmapped_ok: bool) -> Batch:
+    n = int(rng.choice([2, 3]))
+    axes: list = []
+    for s in shapes:  # axis 0, another one, or one counted from the end
+        r = rng.random()
+        if r < 0.35 or (r < 0.7 and not s):
+            axes.append(0)
+        elif r < 0.7:
+            axes.append(int(rng.integers(1, len(s) + 1)))
+        else:
+            axes.append(-int(rng.integers(1, len(s) + 2)))
+    closure = None
+    if kind == "vmap_closure":
+        closure = int(rng.integers(2))
+        axes[closure] = None
+    elif unmapped_ok and rng.random() < 0.3:
+        axes[int(rng.integers(2))] = None
+    pair = bool(rng.random() < 0.5)
+    r = int(pair)  # the rank of one example's output
+    out_axis = int(rng.integers(-(r + 1), r + 1))
+    out_shape = [2] * r
+    out_shape.insert(out_axis % (r + 1), n)
+    deltas = [rng.uniform(-0.3, 0.3, size=(n,) + s) if ax is not None else np.zeros((n,) + s)
+              for s, ax in zip(shapes, axes)]
+    return Batch(n, tuple(axes), out_axis, pair, deltas, rng.standard_normal(tuple(out_shape)), closure)
 
 
 def _raw(a: Any) -> Any:
@@ -663,12 +774,19 @@ class Case:
                 f"tower: {tower}\n{self.program.describe()}")
 
 
-def random_case(seed: int, max_levels: int = 3) -> Case:
+VMAP_RATE = 0.3  # the share of cases with vmap levels
+
+
+def random_case(seed: int, max_levels: int = 3, vmap_rate: float = VMAP_RATE) -> Case:
     rng = np.random.default_rng(seed)
+    # The vmap levels are drawn from a stream of their own, so that a seed's program and
+    # other levels are what they were before vmap joined (but for in-place keys, see below).
+    vrng = np.random.default_rng([seed, 19])
+    with_vmap = bool(vrng.random() < vmap_rate)
     aliased = bool(rng.random() < 0.2)
     sx = SHAPES[int(rng.integers(len(SHAPES)))]
     sy = sx if aliased else SHAPES[int(rng.integers(len(SHAPES)))]
-    prog = random_program(rng, (sx, sy), int(rng.integers(2, 9)))
+    prog = random_program(rng, (sx, sy), int(rng.integers(2, 9)), basic_keys=with_vmap)
     prog.weights = rng.standard_normal(prog.shapes[-1])
     x = rng.uniform(-1.2, 1.2, size=sx)
     y = x if aliased else rng.uniform(-1.2, 1.2, size=sy)
@@ -688,6 +806,15 @@ def random_case(seed: int, max_levels: int = 3) -> Case:
              rng.standard_normal(sy) if 1 in chosen else np.zeros(sy)]
         w = rng.standard_normal((sx, sy)[chosen[0]])
         levels.append(Level(kind, chosen, v, w))
+    if with_vmap:
+        # Inside vmap, writing a batched value into an unbatched array is an error by design; a program
+        # with in-place statements gets both arguments mapped, so that all its values are batched.
+        unmapped_ok = not any(name in IN_PLACE for name, _, _ in prog.steps)
+        for _ in range(1 if vrng.random() < 0.75 else 2):
+            kind = "vmap_closure" if unmapped_ok and vrng.random() < 0.3 else "vmap"
+            batch = _random_batch(vrng, (sx, sy), kind, unmapped_ok)
+            zeros = [np.zeros(sx), np.zeros(sy)]
+            levels.insert(int(vrng.integers(len(levels) + 1)), Level(kind, (), zeros, batch=batch))
     return Case(seed, prog, levels, x, y, aliased)
 
 
@@ -745,6 +872,12 @@ def check_case(case: Case, backend_name: str = "numpy", device: Any = None) -> s
     with agrad.use_backend(backend_name):
         for k, lv in enumerate(case.levels, start=1):
             got = _eval(towers[k], case.x, case.y, backend_name, device, same=case.aliased)
+            if lv.kind in VMAP_KINDS:
+                want, scale = _vmap_reference(towers[k - 1], case, lv.batch, backend_name, device)
+                if not abs(got - want) <= 1e-9 * (1.0 + scale):  # (the same sums, batched: rounding apart)
+                    return (f"level {k} ({lv.describe()}) gives {got!r}, the loop over its examples gives {want!r}"
+                            f"\n{case.describe()}")
+                continue
             if lv.kind in IDENTITY_KINDS:
                 want, fd_error = _eval(towers[k - 1], case.x, case.y, backend_name, device, same=case.aliased), 0.0
             elif lv.kind in SECOND_ORDER_KINDS:
@@ -782,12 +915,17 @@ def _check_compiled(S: Callable, case: Case, backend_name: str, device: Any) -> 
 
 
 def run(cases: int, start: int = 0, backend_name: str = "numpy", device: Any = None,
-        max_levels: int = 3, stop_after: int = 5) -> tuple[int, list[str]]:
+        max_levels: int = 3, stop_after: int = 5, vmap_rate: float = VMAP_RATE) -> tuple[int, list[str]]:
     failures = []
     for seed in range(start, start + cases):
-        case = random_case(seed, max_levels)
+        case = random_case(seed, max_levels, vmap_rate)
         try:
             report = check_case(case, backend_name, device)
+        except NotImplementedError as e:
+            if "its rule would be lost" not in str(e):  # (a documented limitation of vmap, raised clearly)
+                report = f"raised {type(e).__name__}: {e}\n{case.describe()}"
+            else:
+                report = None
         except Exception as e:  # an exception is a finding too, reported with its case
             report = f"raised {type(e).__name__}: {e}\n{case.describe()}"
         if report is not None:
@@ -805,9 +943,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--max-levels", type=int, default=3)
     p.add_argument("--stop-after", type=int, default=20)
+    p.add_argument("--vmap-rate", type=float, default=VMAP_RATE, help="the share of cases with vmap levels")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    n, failures = run(args.cases, args.start, args.backend, args.device, args.max_levels, args.stop_after)
+    n, failures = run(args.cases, args.start, args.backend, args.device, args.max_levels, args.stop_after,
+                      args.vmap_rate)
     for f in failures:
         print("MISMATCH:", f, "\n", file=sys.stderr)
     print(f"{n} cases from seed {args.start} on {args.backend}: {len(failures)} mismatches "

@@ -21,6 +21,56 @@ def test_random_programs_under_random_transforms_match_finite_differences(backen
     assert not failures, f"{len(failures)} of {n} cases disagree with finite differences:\n\n" + "\n\n".join(failures)
 
 
+def test_random_programs_under_vmap_match_the_loop_over_examples(backend_device):
+    # Every case with vmap levels (inside and outside the derivatives, nested): each checked
+    # against the loop over its examples, the levels above it against finite differences.
+    name, dev = backend_device
+    n, failures = fuzz.run(max(CASES // 2, 1), start=100_000, backend_name=name, device=dev, stop_after=3,
+                           vmap_rate=1.0)
+    assert not failures, f"{len(failures)} of {n} cases disagree:\n\n" + "\n\n".join(failures)
+
+
+def _mismatches(failures):
+    """The reports of wrong values (not of exceptions)."""
+    return [f for f in failures if not f.startswith("raised")]
+
+
+def test_the_harness_catches_a_batching_rule_that_mixes_up_examples(monkeypatch):
+    # multiply's batching rule gives every example another example's product: right shapes,
+    # wrong values, which only the comparison with the loop over examples can see.
+    from agrad.batching import rules
+    from agrad.ops import elementwise
+
+    prim = elementwise.multiply_p
+    right = rules.elementwise(prim)
+
+    def reversed_examples(xp, dims, *args, **params):
+        out, d = right(xp, dims, *args, **params)
+        return out[(slice(None),) * d + (slice(None, None, -1),)], d
+
+    monkeypatch.setitem(prim.rules, "batch", reversed_examples)
+    _, failures = fuzz.run(60, start=100_000, vmap_rate=1.0, stop_after=60)
+    assert _mismatches(failures), "no wrong value found:\n\n" + "\n\n".join(failures[:3])
+
+
+def test_the_harness_catches_a_batching_rule_with_the_wrong_batch_axis(monkeypatch):
+    # add's rule moves the examples to the front but reports them where they were: a silent
+    # transposition where the sizes agree, a wrong shape elsewhere.
+    from agrad.batching import rules
+    from agrad.ops import elementwise
+
+    prim = elementwise.add_p
+    right = rules.elementwise(prim)
+
+    def wrong_axis(xp, dims, *args, **params):
+        out, d = right(xp, dims, *args, **params)
+        return rules.moveaxis(xp, out, d, 0), d
+
+    monkeypatch.setitem(prim.rules, "batch", wrong_axis)
+    _, failures = fuzz.run(60, start=100_000, vmap_rate=1.0, stop_after=60)
+    assert [f for f in failures if "has no batching rule" not in f], "\n\n".join(failures[:3])
+
+
 def test_the_harness_catches_a_wrong_derivative(monkeypatch):
     # A test that cannot fail is a defect: break the sine rule and the harness must notice.
     from agrad import tape

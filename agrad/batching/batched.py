@@ -43,6 +43,7 @@ class _Levels(threading.local):
     def __init__(self) -> None:
         # level -> (axis size, randomness) for every vmap running in this thread
         self.running: dict[int, tuple[int, str]] = {}
+        self.entered: set[str] = set()  # the namespace functions running agrad's own (a loop guard)
 
 
 _state = _Levels()
@@ -209,6 +210,27 @@ for _dunder, _fn in [("lt", "less"), ("le", "less_equal"), ("gt", "greater"), ("
     setattr(BatchedArray, f"__{_dunder}__", _binary(_fn)[0])
 for _dunder, _fn in [("neg", "negative"), ("pos", "positive"), ("abs", "abs"), ("invert", "bitwise_invert")]:
     setattr(BatchedArray, f"__{_dunder}__", (lambda name: lambda self: getattr(NAMESPACE, name)(self))(_fn))
+
+
+def _inplace(name: str) -> Callable:
+    """``x op= y`` on a batched array: the result written into the physical array, so that
+    views of the same memory (a row of a batched array, its base) see it."""
+
+    def iop(self: BatchedArray, other: Any) -> BatchedArray:
+        result = getattr(NAMESPACE, name)(self, other)
+        if result.dtype != self.dtype:
+            result = NAMESPACE.astype(result, self.dtype)
+        setitem(self, Ellipsis, result)
+        return self
+
+    return iop
+
+
+for _dunder, _fn in [("add", "add"), ("sub", "subtract"), ("mul", "multiply"), ("truediv", "divide"),
+                     ("pow", "pow"), ("matmul", "matmul"), ("mod", "remainder"), ("floordiv", "floor_divide"),
+                     ("and", "bitwise_and"), ("or", "bitwise_or"), ("xor", "bitwise_xor"),
+                     ("lshift", "bitwise_left_shift"), ("rshift", "bitwise_right_shift")]:
+    setattr(BatchedArray, f"__i{_dunder}__", _inplace(_fn))
 BatchedArray.__hash__ = object.__hash__  # type: ignore[assignment]
 
 
@@ -257,6 +279,14 @@ def run_rule(prim: Any, args: Sequence[Any], raw: Sequence[Any], params: dict) -
     if level not in _state.running:
         raise VmapError(f"agrad.vmap: {prim.name} got a batched value of a vmap that has returned (it escaped the "
                         f"mapped function, e.g. through a global or a closure); return it from the function instead")
+    rule = prim.rules.get(BATCH)
+    if rule is rules.by_forward:  # a custom_vjp / custom_jvp / checkpoint function: its forward on batched arrays
+        if any(r.__class__ is BatchedArray and hides_trace(r) for r in raw):
+            raise NotImplementedError(
+                f"agrad.vmap: {prim.name} under a derivative taken outside the vmap (grad(vmap(f)) with a custom "
+                f"rule or checkpoint inside) is not supported yet: its rule would be lost. Put the derivative "
+                f"inside the vmap (vmap(grad(f))), or map the function without the custom rule")
+        return prim.forward(NAMESPACE, *raw, **params)
     values, dims = [], []
     for a, r in zip(args, raw):
         if r.__class__ is BatchedArray and r.level == level:
@@ -265,7 +295,6 @@ def run_rule(prim: Any, args: Sequence[Any], raw: Sequence[Any], params: dict) -
         else:  # (the Tensor itself: the rule's ops on it are recorded when it is traced)
             values.append(a)
             dims.append(None)
-    rule = prim.rules.get(BATCH)
     if rule is None:
         raise NotImplementedError(
             f"agrad.vmap: the primitive {prim.name!r} has no batching rule; declare it with "
@@ -497,6 +526,7 @@ class BatchNamespace:
         for n in ("nonzero", "unique_all", "unique_counts", "unique_inverse", "unique_values"):
             raw[n] = _data_dependent(n)
         raw["searchsorted"] = _searchsorted
+        raw["astype"] = _like_raw("astype")  # (agrad's astype of integer and bool results asks the namespace)
         self._raw = raw
         self.linalg = _LinalgNamespace()
         self.backend = _BatchBackend()
@@ -543,7 +573,14 @@ class BatchNamespace:
             op = getattr(ops, name)
 
             def through_ops(*args: Any, **kwargs: Any) -> Any:
-                out = op(*args, **kwargs)
+                if name in _state.entered:  # agrad's function asks the namespace for itself again
+                    raise NotImplementedError(f"agrad.vmap: {name} has no batching (agrad.{name} calls the "
+                                              f"namespace's {name} on the arrays it was given)")
+                _state.entered.add(name)
+                try:
+                    out = op(*args, **kwargs)
+                finally:
+                    _state.entered.discard(name)
                 if isinstance(out, (tuple, list)):
                     return type(out)(_raw(o) for o in out)
                 return _raw(out)
@@ -580,7 +617,31 @@ def _index_update(x: Any, value: Any, key: tuple) -> Any:
 _SHAPE_EXTRAS = {"scatter_add": _scatter_add, "getitem": _getitem, "index_update": _index_update}
 
 
+def _matrix_raw(name: str) -> Callable:
+    """A decomposition of the last two axes (eigh, svd, qr, slogdet) on raw batched arrays:
+    the backend's own, mapped over the leading axes with the examples in front (agrad's
+    wrappers of these call it for the values their primitives do not give)."""
+
+    def fn(x: Any, /, **kwargs: Any) -> Any:
+        if x.__class__ is not BatchedArray:
+            return getattr(backend.namespace_of((x,), name).linalg, name)(x, **kwargs)
+        v = x.value._data
+        ns = backend.namespace_of((v,), name)
+        if x.bdim:
+            v = ns.moveaxis(v, x.bdim, 0)
+        out = getattr(ns.linalg, name)(v, **kwargs)
+        parts = tuple(wrap(o, 0, x.level) for o in out)
+        return type(out)(*parts) if hasattr(out, "_fields") else parts
+
+    fn.__name__ = name
+    return fn
+
+
 class _LinalgNamespace:
+    def __init__(self) -> None:
+        for n in ("eigh", "svd", "qr", "slogdet"):
+            setattr(self, n, _matrix_raw(n))
+
     def __getattr__(self, name: str) -> Any:
         op = getattr(_ops().linalg, name)
 

@@ -94,6 +94,14 @@ def reduced_bdim(bdim: int, axes: Sequence[int], keepdims: bool) -> int:
 # --------------------------------------------------------------------------- rule kinds
 
 
+def _kind(factory: Callable) -> Callable:
+    """A kind of rule: ``primitive(..., batch=kind)`` makes the primitive's rule with
+    ``kind(prim)`` (the primitive does not exist yet where its declaration names it)."""
+    factory.needs_primitive = True  # type: ignore[attr-defined]
+    return factory
+
+
+@_kind
 def elementwise(prim: Any) -> Rule:
     """An op that maps elements to elements with broadcasting (``elementwise=True``
     writes it): the op itself on the aligned arguments."""
@@ -105,6 +113,7 @@ def elementwise(prim: Any) -> Rule:
     return rule
 
 
+@_kind
 def reduction(prim: Any, *, keepdims_param: bool = True) -> Rule:
     """An op of one array reducing the logical axes ``axis`` (a tuple, or None for all;
     an int is taken too) with ``keepdims``: the same axes of the physical array."""
@@ -118,6 +127,7 @@ def reduction(prim: Any, *, keepdims_param: bool = True) -> Rule:
     return rule
 
 
+@_kind
 def along_axis(prim: Any) -> Rule:
     """An op of one array along one logical axis ``axis`` that keeps the shape
     (softmax, cumulative sums...): the same axis of the physical array."""
@@ -129,6 +139,7 @@ def along_axis(prim: Any) -> Rule:
     return rule
 
 
+@_kind
 def leading_batch(prim: Any) -> Rule:
     """An op that already maps over leading axes, broadcasting them (matrix functions of
     the linalg extension: inv, det, cholesky...): the batch axes moved to the front, and
@@ -153,3 +164,40 @@ def leading_batch(prim: Any) -> Rule:
         return prim(*out, **params), 0
 
     return rule
+
+
+@_kind
+def along_axes(prim: Any) -> Rule:
+    """An op of one array along logical ``axis`` (an int or a tuple) that keeps the shape
+    (softmax, cumulative sums...): the same axes of the physical array."""
+
+    def rule(xp: Any, dims: tuple, x: Any, *, axis: Any, **params: Any) -> tuple[Any, int]:
+        (d,) = dims
+        axes = physical_axes(axis, d, x.ndim - 1)
+        return prim(x, axis=axes[0] if isinstance(axis, int) else axes, **params), d
+
+    return rule
+
+
+@_kind
+def matrix_op(prim: Any) -> Rule:
+    """A function of the last two axes of one array, mapped over the leading ones (inv,
+    det, cholesky, svd...): as it is when the batch axis is a leading one, else moved to
+    the front."""
+
+    def rule(xp: Any, dims: tuple, x: Any, **params: Any) -> tuple[Any, int]:
+        (d,) = dims
+        if d <= x.ndim - 3:  # (physical rank: the example's plus one)
+            return prim(x, **params), d
+        return prim(to_front(xp, x, d), **params), 0
+
+    return rule
+
+
+def by_forward(xp: Any, dims: tuple, *args: Any, **params: Any) -> tuple[Any, int]:
+    """The batching of custom_vjp, custom_jvp and checkpoint functions: their forward runs
+    on the batched arrays themselves (the user's function sees one example, as it was
+    written), and the node recorded on them keeps the user's rules, so vmap of a
+    derivative uses those rules. ``batched.run_rule`` recognises this marker; it is never
+    called."""
+    raise AssertionError("agrad.batching.rules.by_forward is a marker for run_rule")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from .. import backend, ops
+from ..batching import batched, rules
 from ..compile import hooks
 from ..tape import primitive
 from ..tensor import Tensor
@@ -45,8 +46,22 @@ def _logistic_jvp(xp, t, ans, logits, labels):
     return xp.sum(t * p) / logits.shape[0]
 
 
+def _logistic_batch(xp, dims, logits, labels):
+    """Batching of the loss: each example's mean over its rows, from the same pieces
+    (log-sum-exp minus the logit of the label), the examples in front."""
+    dl, dy = dims
+    logits = rules.to_front(xp, logits, dl) if dl is not None else xp.expand_dims(logits, axis=0)
+    labels = rules.to_front(xp, labels, dy) if dy is not None else xp.expand_dims(labels, axis=0)
+    under = batched.bottom(logits._data if isinstance(logits, Tensor) else logits)
+    ns = backend.namespace_of((under,), "logistic_loss")
+    classes = ns.arange(logits.shape[-1], device=under.device)
+    onehot = xp.astype(xp.equal(xp.expand_dims(labels, axis=-1), classes), logits.dtype)
+    picked = xp.sum(logits * onehot, axis=-1)
+    return xp.mean(xp.logsumexp(logits, axis=-1) - picked, axis=-1), 0
+
+
 logistic_loss_p = primitive("logistic_loss", _logistic_forward, vjp=[_logistic_vjp, None], jvp=[_logistic_jvp, None],
-                            has_aux=True)
+                            has_aux=True, batch=_logistic_batch)
 
 
 def logistic_loss(logits: Any, labels: Any, check_labels: bool = True) -> Tensor:

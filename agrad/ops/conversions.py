@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backend, dtypes
+from ..batching import rules
 from ..tape import primitive
 from ..tensor import ArrayLike, Tensor
 
@@ -13,6 +14,7 @@ from ..tensor import ArrayLike, Tensor
 astype_p = primitive(
     "astype", lambda xp, x, dtype: xp.astype(x, backend.resolve_dtype(xp, dtype)),
     vjp=[lambda xp, g, ans, x, dtype: xp.astype(g, x.dtype)], linear=True,
+    batch=rules.elementwise,
 )
 
 
@@ -37,6 +39,7 @@ to_device_p = primitive(
     "to_device", lambda xp, x, device: backend.to_device(x, device),
     vjp=[lambda xp, g, ans, x, device: xp.to_device(g, x.device)], linear=True,
     view=lambda base, new, device: to_device(new, base.device),
+    batch=rules.elementwise,
 )
 
 
@@ -49,7 +52,7 @@ def to_device(x: ArrayLike, device: Any, /, *, stream: Any = None) -> Tensor:
 
 
 identity_p = primitive("identity", lambda xp, x: x, vjp=[lambda xp, g, ans, x: g], linear=True,
-                       view=lambda base, new: new)  # (the input's array itself: a view)
+                       view=lambda base, new: new, batch=rules.elementwise)  # (the input's array itself: a view)
 
 
 def identity(x: ArrayLike, /) -> Tensor:

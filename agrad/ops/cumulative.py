@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backend
+from ..batching import rules
 from ..tape import primitive
 from ..tensor import ArrayLike, Tensor
 from .conversions import astype
@@ -60,7 +61,7 @@ def _prod_jvp(xp, t, ans, x, axis, keepdims):
     return xp.sum(_prod_vjp(xp, xp.ones_like(ans), ans, x, axis, keepdims) * t, axis=axis, keepdims=keepdims)
 
 
-prod_p = primitive("prod", _prod_forward, vjp=[_prod_vjp], jvp=[_prod_jvp])
+prod_p = primitive("prod", _prod_forward, vjp=[_prod_vjp], jvp=[_prod_jvp], batch=rules.reduction)
 
 
 def prod(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
@@ -90,6 +91,7 @@ cumulative_sum_p = primitive(
     "cumulative_sum", lambda xp, x, axis, include_initial: xp.cumulative_sum(x, axis=axis,
                                                                               include_initial=include_initial),
     vjp=[_cumsum_vjp], linear=True,
+    batch=rules.along_axes,
 )
 
 
@@ -153,6 +155,7 @@ cumulative_prod_p = primitive(
     "cumulative_prod", lambda xp, x, axis, include_initial: xp.cumulative_prod(x, axis=axis,
                                                                                 include_initial=include_initial),
     vjp=[_cumprod_vjp], jvp=[_cumprod_jvp],
+    batch=rules.along_axes,
 )
 
 

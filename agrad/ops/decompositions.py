@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .. import backend
+from ..batching import rules
 from ..tape import is_traced, primitive
 from ..tensor import ArrayLike, Tensor
 
@@ -77,6 +78,7 @@ inv_p = primitive(
     "inv", lambda xp, a: xp.linalg.inv(a),
     vjp=[lambda xp, g, ans, a: -_mT(xp, ans) @ g @ _mT(xp, ans)],
     jvp=[lambda xp, t, ans, a: -ans @ t @ ans],
+    batch=rules.matrix_op,
 )
 
 
@@ -106,7 +108,18 @@ def _solve_jvp(xp, tangents, ans, a, b, vector):
     return out[..., 0] if vector else out
 
 
-solve_p = primitive("solve", lambda xp, a, b, vector: xp.linalg.solve(a, b), vjp=_solve_vjp, jvp=_solve_jvp)
+def _solve_batch(xp, dims, a, b, vector):
+    """Batching of solve: a vector right-hand side becomes a one-column matrix (the
+    examples then broadcast as stacks), leading axes padded to one rank."""
+    da, db = dims
+    if vector:
+        b = xp.expand_dims(b, axis=-1)  # (B, M) -> (B, M, 1), or (M,) -> (M, 1)
+    out, d = rules.leading_batch(solve_p)(xp, dims, a, b, vector=False)
+    return (xp.squeeze(out, axis=-1) if vector else out), d
+
+
+solve_p = primitive("solve", lambda xp, a, b, vector: xp.linalg.solve(a, b), vjp=_solve_vjp, jvp=_solve_jvp,
+                    batch=_solve_batch)
 
 
 def solve(x1: ArrayLike, x2: ArrayLike, /) -> Tensor:
@@ -121,7 +134,8 @@ def _det_vjp(xp, g, ans, a):
 
 
 det_p = primitive("det", lambda xp, a: xp.linalg.det(a), vjp=[_det_vjp],
-                  jvp=[lambda xp, t, ans, a: ans * xp.sum(_diag(xp, xp.linalg.solve(a, t)), axis=-1)])
+                  jvp=[lambda xp, t, ans, a: ans * xp.sum(_diag(xp, xp.linalg.solve(a, t)), axis=-1)],
+                  batch=rules.matrix_op)
 
 
 def det(x: ArrayLike, /) -> Tensor:
@@ -134,6 +148,7 @@ logabsdet_p = primitive(
     "logabsdet", lambda xp, a: xp.linalg.slogdet(a)[1],
     vjp=[lambda xp, g, ans, a: xp.expand_dims(xp.expand_dims(g, axis=-1), axis=-1) * _mT(xp, xp.linalg.inv(a))],
     jvp=[lambda xp, t, ans, a: xp.sum(_diag(xp, xp.linalg.solve(a, t)), axis=-1)],
+    batch=rules.matrix_op,
 )
 
 
@@ -179,7 +194,7 @@ def _cholesky_jvp(xp, t, ans, a):
 
 
 cholesky_p = primitive("cholesky", lambda xp, a: xp.linalg.cholesky(_sym(xp, a)), vjp=[_cholesky_vjp],
-                       jvp=[_cholesky_jvp])
+                       jvp=[_cholesky_jvp], batch=rules.matrix_op)
 
 
 def cholesky(x: ArrayLike, /, *, upper: bool = False) -> Tensor:
@@ -206,7 +221,7 @@ def _eigvalsh_jvp(xp, t, ans, a):
 
 
 eigvalsh_p = primitive("eigvalsh", lambda xp, a: xp.linalg.eigvalsh(_sym(xp, a)), vjp=[_eigvalsh_vjp],
-                       jvp=[_eigvalsh_jvp])
+                       jvp=[_eigvalsh_jvp], batch=rules.matrix_op)
 
 
 def _eigvecs_vjp(xp, g, ans, a):
@@ -222,7 +237,7 @@ def _eigvecs_jvp(xp, t, ans, a):
 
 
 eigh_vectors_p = primitive("eigh_vectors", lambda xp, a: xp.linalg.eigh(_sym(xp, a))[1], vjp=[_eigvecs_vjp],
-                           jvp=[_eigvecs_jvp])
+                           jvp=[_eigvecs_jvp], batch=rules.matrix_op)
 
 
 def _untraced(x: ArrayLike, op: str) -> tuple[object, object] | None:
@@ -280,7 +295,8 @@ def _svdvals_jvp(xp, t, ans, a):
     return _diag(xp, _mT(xp, u) @ t @ v)
 
 
-svdvals_p = primitive("svdvals", lambda xp, a: xp.linalg.svdvals(a), vjp=[_svdvals_vjp], jvp=[_svdvals_jvp])
+svdvals_p = primitive("svdvals", lambda xp, a: xp.linalg.svdvals(a), vjp=[_svdvals_vjp], jvp=[_svdvals_jvp],
+                      batch=rules.matrix_op)
 
 
 def _svd_u_vjp(xp, g, ans, a):
@@ -314,11 +330,12 @@ def _svd_du_dv(xp, t, a):
 
 
 svd_u_p = primitive("svd_u", lambda xp, a: xp.linalg.svd(a, full_matrices=False)[0], vjp=[_svd_u_vjp],
-                    jvp=[lambda xp, t, ans, a: _svd_du_dv(xp, t, a)[0]])
+                    jvp=[lambda xp, t, ans, a: _svd_du_dv(xp, t, a)[0]], batch=rules.matrix_op)
 svd_vh_p = primitive(
     "svd_vh", lambda xp, a: xp.linalg.svd(a, full_matrices=False)[2],
     vjp=[lambda xp, g, ans, a: _svd_v_vjp(xp, _mT(xp, g), a)],
     jvp=[lambda xp, t, ans, a: _mT(xp, _svd_du_dv(xp, t, a)[1])],
+    batch=rules.matrix_op,
 )
 
 
@@ -394,9 +411,9 @@ def _qr_dq_dr(xp, t, a):
 
 
 qr_q_p = primitive("qr_q", lambda xp, a: xp.linalg.qr(a)[0], vjp=[_qr_q_vjp],
-                   jvp=[lambda xp, t, ans, a: _qr_dq_dr(xp, t, a)[0]])
+                   jvp=[lambda xp, t, ans, a: _qr_dq_dr(xp, t, a)[0]], batch=rules.matrix_op)
 qr_r_p = primitive("qr_r", lambda xp, a: xp.linalg.qr(a)[1], vjp=[_qr_r_vjp],
-                   jvp=[lambda xp, t, ans, a: _qr_dq_dr(xp, t, a)[1]])
+                   jvp=[lambda xp, t, ans, a: _qr_dq_dr(xp, t, a)[1]], batch=rules.matrix_op)
 
 
 class QRResult(NamedTuple):

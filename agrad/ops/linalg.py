@@ -57,11 +57,11 @@ def _matmul_batch(xp, dims, x, y):
     rx, ry = rules.logical_rank(x, dx), rules.logical_rank(y, dy)
     # One operand batched, its batch axis outside the matrix axes and the other operand no
     # wider than a matrix: one product as it is (the per-example case: x @ W).
-    if dy is None and ry <= 2 and (rx == 1 or dx <= rx - 2):
+    if dx is not None and dy is None and ry <= 2 and (rx == 1 or dx <= rx - 2):
         if rx == 1:
             return matmul_p(rules.to_front(xp, x, dx), y), 0
         return matmul_p(x, y), dx
-    if dx is None and rx <= 2 and ry >= 2 and dy <= ry - 2:
+    if dx is None and dy is not None and rx <= 2 and ry >= 2 and dy <= ry - 2:
         return matmul_p(x, y), dy
     # Else: batch axes in front, vectors as matrices, leading axes padded to one rank.
     squeeze = []
@@ -119,7 +119,8 @@ def _check_matmul(x1, x2):
 matrix_transpose_p = primitive(
     "matrix_transpose", lambda xp, x: xp.matrix_transpose(x),
     vjp=[lambda xp, g, ans, x: xp.matrix_transpose(g)], linear=True,
-    view=lambda base, new: matrix_transpose(new),  # (a view of x: see agrad.inplace)
+    view=lambda base, new: matrix_transpose(new),  # (a view of x: see agrad.inplace),
+    batch=rules.matrix_op,
 )
 
 
@@ -166,12 +167,37 @@ def _tensordot_vjp_y(xp, g, ans, x, y, axes):
     return xp.permute_dims(gy, _argsort(order))
 
 
+def _tensordot_batch(xp, dims, x, y, axes):
+    """Batching of tensordot: the batch axis in front of the batched operand's free axes
+    (both batched: a batched matrix product of the free and contracted axes)."""
+    dx, dy = dims
+    ax, ay = tuple(axes[0]), tuple(axes[1])
+    if dy is None:
+        x = rules.to_front(xp, x, dx)
+        return tensordot_p(x, y, axes=(tuple(a + 1 for a in ax), ay)), 0
+    if dx is None:
+        y = rules.to_front(xp, y, dy)
+        return tensordot_p(x, y, axes=(ax, tuple(a + 1 for a in ay))), x.ndim - len(ax)
+    x, y = rules.to_front(xp, x, dx), rules.to_front(xp, y, dy)
+    fx = [i for i in range(x.ndim - 1) if i not in ax]
+    fy = [i for i in range(y.ndim - 1) if i not in ay]
+    xs, ys = tuple(x.shape), tuple(y.shape)
+    k = math.prod(xs[a + 1] for a in ax)
+    xm = xp.reshape(xp.permute_dims(x, (0, *(i + 1 for i in fx), *(a + 1 for a in ax))),
+                    (xs[0], math.prod(xs[i + 1] for i in fx), k))
+    ym = xp.reshape(xp.permute_dims(y, (0, *(a + 1 for a in ay), *(i + 1 for i in fy))),
+                    (ys[0], k, math.prod(ys[i + 1] for i in fy)))
+    out = matmul_p(xm, ym)
+    return xp.reshape(out, (xs[0], *(xs[i + 1] for i in fx), *(ys[i + 1] for i in fy))), 0
+
+
 tensordot_p = primitive(
     # (tuples: CuPy compares the axes with ((), ()) to accept 0-d inputs)
     "tensordot", lambda xp, x, y, axes: xp.tensordot(x, y, axes=(tuple(axes[0]), tuple(axes[1]))),
     vjp=[_tensordot_vjp_x, _tensordot_vjp_y],
     jvp=[lambda xp, t, ans, x, y, axes: tensordot_p(t, y, axes=axes),
          lambda xp, t, ans, x, y, axes: tensordot_p(x, t, axes=axes)],
+    batch=_tensordot_batch,
 )
 
 
@@ -200,6 +226,22 @@ def _as_rows(xp, a):
     return a if a.ndim == 2 else xp.reshape(a, (-1, a.shape[-1]))
 
 
+def _linear_batch(xp, dims, x, w, b=None):
+    """Batching of ``x @ w + b``: per-example inputs with shared weights are one product
+    (the examples as more rows); batched weights or biases (an ensemble) go through the
+    matmul's and the addition's rules."""
+    dx, dw = dims[0], dims[1]
+    db = dims[2] if len(dims) > 2 else None
+    if dw is None and db is None:
+        x = rules.to_front(xp, x, dx)
+        return (linear_p(x, w) if b is None else linear_p(x, w, b)), 0
+    out, d = _matmul_batch(xp, (dx, dw), x, w) if dx is not None or dw is not None else (linear_p(x, w), None)
+    if b is None:
+        return out, d
+    (out, b), d = rules.aligned(xp, (d, db), (out, b))
+    return out + b, d
+
+
 linear_p = primitive(
     "linear", _linear_forward,
     vjp=[lambda xp, g, ans, x, w, b=None: xp.matmul(g, xp.matrix_transpose(w)),
@@ -208,6 +250,7 @@ linear_p = primitive(
     jvp=[lambda xp, t, ans, x, w, b=None: xp.matmul(t, w),
          lambda xp, t, ans, x, w, b=None: xp.matmul(x, t),
          lambda xp, t, ans, x, w, b=None: t],
+    batch=_linear_batch,
 )
 
 
@@ -283,6 +326,7 @@ def _two_norm_jvp(xp, t, ans, x, axis, keepdims):
 vector_norm_2_p = primitive(
     "vector_norm_2", lambda xp, x, axis, keepdims: xp.linalg.vector_norm(x, axis=axis, keepdims=keepdims),
     vjp=[_two_norm_vjp], jvp=[_two_norm_jvp],
+    batch=rules.reduction,
 )
 
 

@@ -81,6 +81,7 @@ mean_p = primitive(
     vjp=[lambda xp, g, ans, x, axis, keepdims: xp.broadcast_to(
         _expand(xp, g, x, axis, keepdims) / _count(tuple(x.shape), axis), tuple(x.shape))],
     linear=True,
+    batch=rules.reduction,
 )
 
 
@@ -109,6 +110,7 @@ def _var_jvp(xp, t, ans, x, axis, keepdims, correction):
 var_p = primitive(
     "var", lambda xp, x, axis, keepdims, correction: xp.var(x, axis=axis, keepdims=keepdims, correction=correction),
     vjp=[_var_vjp], jvp=[_var_jvp],
+    batch=rules.reduction,
 )
 
 
@@ -140,7 +142,7 @@ def _extremum_rules(name):
 
 _max_vjp, _max_jvp = _extremum_rules("max")
 max_p = primitive("max", lambda xp, x, axis, keepdims: xp.max(x, axis=axis, keepdims=keepdims), vjp=[_max_vjp],
-                  jvp=[_max_jvp], saves=[(0,)])
+                  jvp=[_max_jvp], saves=[(0,)], batch=rules.reduction)
 
 
 def max(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
@@ -150,7 +152,7 @@ def max(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims:
 
 _min_vjp, _min_jvp = _extremum_rules("min")
 min_p = primitive("min", lambda xp, x, axis, keepdims: xp.min(x, axis=axis, keepdims=keepdims), vjp=[_min_vjp],
-                  jvp=[_min_jvp], saves=[(0,)])
+                  jvp=[_min_jvp], saves=[(0,)], batch=rules.reduction)
 
 
 def min(x: ArrayLike, /, *, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
@@ -177,6 +179,7 @@ logsumexp_p = primitive(
          * xp.exp(x - _expand(xp, ans, x, axis, keepdims))],
     jvp=[lambda xp, t, ans, x, axis, keepdims: xp.sum(
         t * xp.exp(x - _expand(xp, ans, x, axis, keepdims)), axis=axis, keepdims=keepdims)],
+    batch=rules.reduction,
 )
 
 
@@ -197,6 +200,7 @@ softmax_p = primitive(
     "softmax", _softmax,
     vjp=[lambda xp, g, ans, x, axis: ans * (g - xp.sum(g * ans, axis=axis, keepdims=True))],
     jvp=[lambda xp, t, ans, x, axis: ans * (t - xp.sum(ans * t, axis=axis, keepdims=True))],
+    batch=rules.along_axes,
 )
 
 
@@ -216,6 +220,7 @@ log_softmax_p = primitive(
     "log_softmax", _log_softmax,
     vjp=[lambda xp, g, ans, x, axis: g - xp.exp(ans) * xp.sum(g, axis=axis, keepdims=True)],
     jvp=[lambda xp, t, ans, x, axis: t - xp.sum(xp.exp(ans) * t, axis=axis, keepdims=True)],
+    batch=rules.along_axes,
 )
 
 

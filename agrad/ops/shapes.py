@@ -165,7 +165,38 @@ def _concat_vjp(xp, g, ans, wanted, *arrays, axis):
     return grads
 
 
-concat_p = primitive("concat", lambda xp, *arrays, axis: xp.concat(arrays, axis=axis), vjp=_concat_vjp, linear=True)
+def _batch_size(dims: Sequence[int | None], args: Sequence[Any]) -> int:
+    """The number of examples: the length of a batched argument's batch axis."""
+    for a, d in zip(args, dims):
+        if d is not None:
+            return a.shape[d]
+    raise AssertionError("a batching rule ran with no batched argument")
+
+
+def _with_batch(a: Any, d: int | None, size: int) -> Any:
+    """``a`` with its examples along axis 0: a batched ``a``'s batch axis moved there, an
+    unbatched one repeated ``size`` times (a broadcast view, no copy)."""
+    if d is not None:
+        return moveaxis(a, d, 0) if d else a
+    return broadcast_to(expand_dims(a, axis=0), (size,) + tuple(a.shape))
+
+
+def _same_dims(dims: Sequence[int | None]) -> int | None:
+    """The batch axis every argument shares (None when one is unbatched or they differ)."""
+    d = dims[0]
+    return d if d is not None and all(e == d for e in dims) else None
+
+
+def _concat_batch(xp, dims, *arrays, axis):
+    d = _same_dims(dims)
+    if d is not None:  # every example's arrays joined along the same physical axis, nothing moves
+        return concat_p(*arrays, axis=rules.physical_axis(axis, d, arrays[0].ndim - 1)), d
+    size = _batch_size(dims, arrays)
+    return concat_p(*(_with_batch(a, e, size) for a, e in zip(arrays, dims)), axis=axis + 1), 0
+
+
+concat_p = primitive("concat", lambda xp, *arrays, axis: xp.concat(arrays, axis=axis), vjp=_concat_vjp, linear=True,
+                     batch=_concat_batch)
 
 
 def concat(arrays: Sequence[ArrayLike], /, *, axis: int | None = 0) -> Tensor:
@@ -189,7 +220,16 @@ def _stack_vjp(xp, g, ans, wanted, *arrays, axis):
     return [g[(slice(None),) * axis + (i,) + (Ellipsis,)] if w else None for i, w in enumerate(wanted)]
 
 
-stack_p = primitive("stack", lambda xp, *arrays, axis: xp.stack(arrays, axis=axis), vjp=_stack_vjp, linear=True)
+def _stack_batch(xp, dims, *arrays, axis):
+    d = _same_dims(dims)
+    if d is not None:  # the new axis goes before the batch axis (which moves up one) or after it
+        return (stack_p(*arrays, axis=axis), d + 1) if axis <= d else (stack_p(*arrays, axis=axis + 1), d)
+    size = _batch_size(dims, arrays)
+    return stack_p(*(_with_batch(a, e, size) for a, e in zip(arrays, dims)), axis=axis + 1), 0
+
+
+stack_p = primitive("stack", lambda xp, *arrays, axis: xp.stack(arrays, axis=axis), vjp=_stack_vjp, linear=True,
+                    batch=_stack_batch)
 
 
 def stack(arrays: Sequence[ArrayLike], /, *, axis: int = 0) -> Tensor:
@@ -209,7 +249,11 @@ def stack(arrays: Sequence[ArrayLike], /, *, axis: int = 0) -> Tensor:
 def _getitem_batch(xp, dims, x, key):
     (d,) = dims
     r = x.ndim - 1
-    return getitem_p(x, key=batched.physical_key(key, d, r)), batched.batch_position(key, d, r)
+    if not any(backend.is_index_array(k) for k in key):
+        return getitem_p(x, key=batched.physical_key(key, d, r)), batched.batch_position(key, d, r)
+    entries = tuple(_Index(k, None) if backend.is_index_array(k) else k for k in key)
+    phys, out_dim, _ = _batched_key(tuple(x.shape[:d]) + tuple(x.shape[d + 1:]), d, x.shape[d], entries, x)
+    return _index(x, phys), out_dim
 
 
 getitem_p = primitive(
@@ -218,16 +262,302 @@ getitem_p = primitive(
     view=lambda base, new, key: assign(base, key, new),
     batch=_getitem_batch,
 )
+
+
+def _scatter_add_batch(xp, dims, g, shape, key):
+    (d,) = dims
+    size = g.shape[d]
+    r = len(shape)
+    if not any(backend.is_index_array(k) for k in key):
+        # every example's zeros(shape) at once, the batch axis in front: g's examples go where
+        # physical_key puts the batch axis of zeros[key]
+        entries = batched._expand_key(key, r)
+        region_rank = sum(1 for k in entries if k is None or isinstance(k, slice))
+        g = _lay_out(g, d, batched.batch_position(key, 0, r), region_rank)
+        return scatter_add(g, (size,) + tuple(shape), batched.physical_key(key, 0, r)), 0
+    entries = tuple(_Index(k, None) if backend.is_index_array(k) else k for k in key)
+    return _scatter_batched(g, d, size, tuple(shape), entries)
+
+
 scatter_add_p = primitive(
     "scatter_add", lambda xp, g, shape, key: xp.scatter_add(g, shape, key),
     vjp=[lambda xp, gg, ans, g, shape, key: xp.getitem(gg, key)], linear=True,
+    batch=_scatter_add_batch,
 )
+
+
+# Keys that hold batched index arrays (``logits[label]`` inside vmap, with a per-example
+# label) cannot be a primitive's parameter: the tape looks for batched values among the
+# positional arguments only. Such a key goes to ``gather`` and ``scatter``, which take its
+# index arrays as arguments (``_SLOT`` marks their places in the key); their batching
+# rules index the physical arrays, and the plain getitem/scatter_add do the work.
+
+
+class _Slot:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<index argument>"
+
+
+_SLOT = _Slot()
+
+
+def _fill(key: tuple, arrays: Sequence[Any]) -> tuple:
+    """``key`` with its slots filled by ``arrays``, in order."""
+    it = iter(arrays)
+    return tuple(next(it) if k is _SLOT else k for k in key)
+
+
+def _split_key(key: tuple) -> tuple[tuple, list]:
+    """``key`` with its index arrays replaced by slots, and those arrays."""
+    arrays = [k for k in key if backend.is_index_array(k)]
+    return tuple(_SLOT if backend.is_index_array(k) else k for k in key), arrays
+
+
+def _holds_batched(key: tuple) -> bool:
+    return any(k.__class__ is batched.BatchedArray for k in key)
+
+
+def _index(x: Any, key: tuple) -> Tensor:
+    """``x[key]`` for a normalised key: a batched index array makes it a ``gather``."""
+    if _holds_batched(key):
+        template, arrays = _split_key(key)
+        return gather_p(x, *arrays, key=template)
+    return getitem_p(x, key=key)
+
+
+def _gather_vjp(xp, g, ans, wanted, x, *arrays, key):
+    gx = xp.scatter_add(g, tuple(x.shape), _fill(key, arrays)) if wanted[0] else None
+    return [gx] + [None] * len(arrays)  # (integer indices have no derivative)
+
+
+def _gather_jvp(xp, tangents, ans, x, *arrays, key):
+    t = tangents[0]
+    return xp.getitem(t, _fill(key, arrays)) if t is not None else xp.zeros_like(ans)
+
+
+def _gather_batch(xp, dims, x, *arrays, key):
+    d = dims[0]
+    size = _batch_size(dims, (x,) + arrays)
+    it = iter(zip(arrays, dims[1:]))
+    entries = tuple(_Index(*next(it)) if k is _SLOT else k for k in key)
+    shape = tuple(x.shape) if d is None else tuple(x.shape[:d]) + tuple(x.shape[d + 1:])
+    phys, out_dim, _ = _batched_key(shape, d, size, entries, x)
+    return _index(x, phys), out_dim
+
+
+gather_p = primitive(
+    "gather", lambda xp, x, *arrays, key: xp.getitem(x, _fill(key, arrays)),
+    vjp=_gather_vjp, jvp=_gather_jvp, batch=_gather_batch, register=False,
+)
+
+
+def _scatter_vjp(xp, gg, ans, wanted, g, *arrays, shape, key):
+    return [xp.getitem(gg, _fill(key, arrays)) if wanted[0] else None] + [None] * len(arrays)
+
+
+def _scatter_jvp(xp, tangents, ans, g, *arrays, shape, key):
+    t = tangents[0]
+    return xp.scatter_add(t, shape, _fill(key, arrays)) if t is not None else xp.zeros_like(ans)
+
+
+def _scatter_batch(xp, dims, g, *arrays, shape, key):
+    size = _batch_size(dims, (g,) + arrays)
+    it = iter(zip(arrays, dims[1:]))
+    entries = tuple(_Index(*next(it)) if k is _SLOT else k for k in key)
+    return _scatter_batched(g, dims[0], size, shape, entries)
+
+
+scatter_p = primitive(
+    "scatter", lambda xp, g, *arrays, shape, key: xp.scatter_add(g, shape, _fill(key, arrays)),
+    vjp=_scatter_vjp, jvp=_scatter_jvp, batch=_scatter_batch, register=False,
+)
+
+
+def _scatter_batched(g: Any, d: int | None, size: int, shape: tuple, entries: tuple) -> tuple[Tensor, int]:
+    """Every example's ``scatter_add(g, shape, key)`` at once: zeros of (size,) + shape
+    with each example's ``g`` added at its key (batch axis 0)."""
+    phys, out_dim, region = _batched_key(shape, 0, size, entries, g)
+    region = region[:out_dim] + (size,) + region[out_dim:]
+    g = _lay_out(g, d, out_dim, len(region) - 1)
+    if tuple(g.shape) != region:  # (an unbatched g, or one that broadcasts: the examples' cells in full)
+        g = broadcast_to(g, region)
+    return scatter_add(g, (size,) + shape, phys), 0
+
+
+def _lay_out(v: Any, d: int | None, pos: int, rank: int) -> Any:
+    """``v`` (batch axis ``d``, None: unbatched) for a region of logical rank ``rank`` whose
+    batch axis is ``pos``: unit axes where it broadcasts, its batch axis at ``pos`` (a unit
+    axis there when unbatched)."""
+    if not hasattr(v, "shape"):
+        return v
+    if d is None:
+        s = tuple(v.shape)
+        v = reshape(v, (1,) * (rank - len(s)) + s) if len(s) < rank else v
+        return expand_dims(v, axis=pos)
+    v = moveaxis(v, d, 0) if d else v
+    s = tuple(v.shape)
+    if len(s) - 1 < rank:
+        v = reshape(v, (s[0],) + (1,) * (rank - len(s) + 1) + s[1:])
+    return moveaxis(v, 0, pos) if pos else v
+
+
+class _Index:
+    """An index array of a key being batched: ``value`` holds every example's index along
+    axis ``dim`` (None: the same index for every example)."""
+
+    __slots__ = ("value", "dim")
+
+    def __init__(self, value: Any, dim: int | None) -> None:
+        self.value = value
+        self.dim = dim
+
+    @property
+    def shape(self) -> tuple:
+        s = tuple(self.value.shape)
+        return s if self.dim is None else s[:self.dim] + s[self.dim + 1:]
+
+
+def _batched_key(shape: tuple, d: int | None, size: int, entries: tuple, like: Any) -> tuple[tuple, int, tuple]:
+    """A key of the physical array that computes every example's ``x[key]`` at once.
+
+    ``shape``: one example's shape; ``d``: the physical array's batch axis (None: every
+    example indexes the same array); ``entries``: the key (normalised), its index arrays
+    as :class:`_Index`. Returns the physical key, the batch axis of the result and one
+    example's result shape. The common cases keep the backend's own indexing (one index
+    array among full slices: a ``take``, which array-api-strict has too); the others index
+    every axis with broadcast integer arrays (the batch axis with an arange), which every
+    backend takes, laid out where NumPy puts each axis of ``x[key]``."""
+    expanded = _spell_out(entries, len(shape))
+    arrays = [k for k in expanded if isinstance(k, _Index)]
+    if len(arrays) == 1 and all(isinstance(k, _Index) or k == slice(None) for k in expanded):
+        (idx,) = arrays
+        p = next(i for i, k in enumerate(expanded) if isinstance(k, _Index))
+        out_shape = shape[:p] + idx.shape + shape[p + 1:]
+        if d is not None and idx.dim is None:  # the batch axis as a full slice
+            key = [_raw(k.value) if isinstance(k, _Index) else k for k in expanded]
+            key.insert(d, slice(None))
+            return tuple(key), (d if d <= p else d - 1 + len(idx.shape)), out_shape
+        if d is None:  # the same array for every example: index it with the batched index itself
+            return tuple(_raw(k.value) if isinstance(k, _Index) else k for k in expanded), p + idx.dim, out_shape
+    return _full_key(shape, d, size, entries, expanded, like)
+
+
+def _spell_out(entries: tuple, ndim: int) -> list:
+    """The entries with ``...`` spelled out as full slices and full slices for the axes a
+    key leaves out (None kept: it adds an axis)."""
+    used = sum(1 for k in entries if k is not None and k is not Ellipsis)
+    out: list = []
+    for k in entries:
+        if k is Ellipsis:
+            out.extend([slice(None)] * (ndim - used))
+            used = ndim
+        else:
+            out.append(k)
+    out.extend([slice(None)] * (ndim - used))
+    if sum(1 for k in out if k is not None) != ndim:
+        raise IndexError(f"agrad.getitem: too many indices for an example of {ndim} dimension(s)")
+    return out
+
+
+def _full_key(shape: tuple, d: int | None, size: int, entries: tuple, expanded: list,
+              like: Any) -> tuple[tuple, int, tuple]:
+    """The physical key that indexes every axis with an integer array (see _batched_key)."""
+    from . import creation  # (late: creation imports this module)
+
+    # NumPy's rule: the index arrays' broadcast axes (integers count as 0-d arrays) go where
+    # the first one is when they are consecutive in the key as written, else in front.
+    adv = [i for i, k in enumerate(entries) if isinstance(k, (_Index, int))]
+    consecutive = adv[-1] - adv[0] + 1 == len(adv)
+    ib = broadcast_shapes(*(k.shape for k in entries if isinstance(k, _Index)))
+    n_ib = len(ib)
+    pos = 0 if consecutive else n_ib
+    block = None if consecutive else 0
+    placed = []  # per axis of x: (entry, its position in the result) for slices, (entry, None) otherwise
+    for k in expanded:
+        if k is None:
+            pos += 1
+            continue
+        if isinstance(k, slice):
+            placed.append((k, pos))
+            pos += 1
+            continue
+        if block is None:
+            block = pos
+            pos += n_ib
+        placed.append((k, None))
+    rank = pos  # of one example's result
+    out_shape = [1] * rank
+    device = like.device
+    key = []
+    for axis, (k, q) in enumerate(placed):
+        if isinstance(k, slice):
+            r = range(*k.indices(shape[axis]))
+            out_shape[q] = len(r)
+            a = creation.arange(r.start, r.stop, r.step, device=device)
+            key.append(_raw(reshape(a, (1,) * (1 + q) + (len(r),) + (1,) * (rank - q - 1))))
+        elif isinstance(k, int):
+            key.append(k)
+        else:
+            s = k.shape
+            lead = (1,) * block + (1,) * (n_ib - len(s))
+            tail = (1,) * (rank - block - n_ib)
+            if k.dim is None:
+                key.append(_raw(reshape(k.value, (1,) + lead + s + tail)))
+            else:
+                v = moveaxis(k.value, k.dim, 0) if k.dim else k.value
+                key.append(_raw(reshape(v, (size,) + lead + s + tail)))
+    if block is not None:
+        out_shape[block:block + n_ib] = ib
+    if d is not None:  # each example indexes its own array: an arange along the batch axis
+        b = creation.arange(size, device=device)
+        key.insert(d, _raw(reshape(b, (size,) + (1,) * rank)))
+    return tuple(key), 0, tuple(out_shape)
+
+
+def _raw(t: Any) -> Any:
+    return t._data if isinstance(t, Tensor) else t
+
+
+def _index_update_batch(xp, dims, x, value, key):
+    dx, dv = dims
+    size = _batch_size(dims, (x, value))
+    if dx is None:  # one array for every example, updated with each example's value: a copy for each
+        x, dx = _with_batch(x, None, size), 0
+    r = x.ndim - 1
+    if not any(backend.is_index_array(k) for k in key):  # basic indices (assign removes None)
+        region_rank = sum(1 for k in batched._expand_key(key, r) if isinstance(k, slice))
+        value = _lay_out(value, dv, batched.batch_position(key, dx, r), region_rank)
+        region = tuple(_raw(getitem_p(_raw(x), key=batched.physical_key(key, dx, r))).shape)
+        if hasattr(value, "shape") and tuple(value.shape) != region:
+            value = broadcast_to(value, region)
+        return index_update_p(x, value, key=batched.physical_key(key, dx, r)), dx
+    # The form assign hands down: ascending distinct positions into a 1-D x. Every example's
+    # positions, offset by its place in the flattened batch, are still ascending and distinct.
+    if len(key) != 1 or r != 1:
+        raise ValueError(f"agrad.index_update: index arrays must be one array of positions into a 1-D array, got "
+                         f"{len(key)} entries for {r} dimension(s); use agrad.assign for other keys")
+    from . import creation  # (late: creation imports this module)
+
+    (positions,) = key
+    flat = reshape(moveaxis(x, dx, 0) if dx else x, (-1,))
+    n = x.shape[1 - dx]
+    offsets = reshape(creation.arange(size, device=x.device) * n, (size, 1))
+    at = _raw(reshape(offsets + reshape(positions, (1, -1)), (-1,)))
+    if dv is None:
+        value = broadcast_to(value, (size, positions.shape[0])) if hasattr(value, "shape") else value
+    else:
+        value = moveaxis(value, dv, 0) if dv else value
+    value = reshape(value, (-1,)) if hasattr(value, "shape") else value
+    return reshape(index_update(flat, value, (at,)), (size, n)), 0
 
 
 index_update_p = primitive(
     "index_update", lambda xp, x, value, key: xp.index_update(x, value, key),
     vjp=[lambda xp, g, ans, x, value, key: xp.index_update(g, 0.0, key),
          lambda xp, g, ans, x, value, key: xp.getitem(g, key)], linear=True,
+    batch=_index_update_batch,
 )
 
 
@@ -235,7 +565,30 @@ def index_update(x: ArrayLike, value: ArrayLike, key: tuple) -> Tensor:
     """A copy of ``x`` with ``x[key] = value``, for a key that writes every element at most
     once and a ``value`` of exactly the shape ``x[key]`` has: the primitive behind
     :func:`assign` (which accepts every key and broadcasts)."""
+    if _holds_batched(key):  # (inside vmap: positions that differ by example, see _assign_batched)
+        return assign(x, key, value)
     return index_update_p(x, value, key=key)
+
+
+def _assign_where(x: Tensor, mask: Any, value: Any, xp: Any) -> Tensor:
+    """``x[mask] = value`` with a batched mask of x's shape (agrad.vmap: each example its
+    own mask): ``where(mask, value, x)``, for one value written at every selected place
+    (a value per selected element would have a size that differs between examples)."""
+    from . import elementwise  # (late: it imports this module)
+
+    value = _as_value(value, x, xp)
+    size = 1
+    for n in value.shape:
+        size *= n
+    if size != 1:
+        raise batched.VmapError(
+            f"agrad.vmap: x[mask] = value with a batched mask takes one value for every selected element (a value "
+            f"of one element), got shape {tuple(value.shape)}: the number of selected elements differs between "
+            f"examples. Write agrad.where(mask, values, x) with values of x's shape")
+    if value.dtype != x.dtype:
+        value = astype(value, x.dtype)
+    m = mask if isinstance(mask, Tensor) else Tensor._constant(mask)
+    return elementwise.where(m, reshape(value, ()), x)
 
 
 def assign(x: ArrayLike, key: Any, value: ArrayLike) -> Tensor:
@@ -252,16 +605,22 @@ def assign(x: ArrayLike, key: Any, value: ArrayLike) -> Tensor:
     raw = x._data
     xp = backend.namespace_of((raw,), "setitem")
     raw_key = key._data if isinstance(key, Tensor) else key
-    if hasattr(raw_key, "dtype") and len(raw_key.shape) == 0 and dtypes.as_dtype(raw_key.dtype) == dtypes.ALL["bool"]:
+    if hasattr(raw_key, "dtype") and len(raw_key.shape) == 0 and dtypes.as_dtype(raw_key.dtype) == dtypes.ALL[
+            "bool"] and raw_key.__class__ is not batched.BatchedArray:  # (a batched one: _normalize_key's error)
         # A 0-d boolean mask selects x itself behind a new axis of length 1 (True) or nothing.
         if not bool(raw_key):
             return _copy(x)
         value = reshape(broadcast_to(_as_value(value, x, xp), (1,) + tuple(x.shape)), tuple(x.shape))
         key = Ellipsis
+    if raw_key.__class__ is batched.BatchedArray and dtypes.as_dtype(raw_key.dtype) == dtypes.ALL["bool"] and \
+            tuple(raw_key.shape) == tuple(x.shape):
+        return _assign_where(x, key, value, xp)
     key = _normalize_key(x, key, x.ndim)
     value = _as_value(value, x, xp)
     if value.dtype != x.dtype:
         value = astype(value, x.dtype)
+    if _holds_batched(key):
+        return _assign_batched(x, key, value)
     region = tuple(xp.getitem(raw, key).shape)
     try:
         value = broadcast_to(value, region)
@@ -297,6 +656,36 @@ def assign(x: ArrayLike, key: Any, value: ArrayLike) -> Tensor:
     return reshape(flat, tuple(x.shape))
 
 
+def _assign_batched(x: Tensor, key: tuple, value: Tensor) -> Tensor:
+    """``assign`` for a key holding batched index arrays (inside vmap): the positions
+    written differ by example, so the fixed-size form of the last write winning: each
+    write is kept where no later one hits its position (found by a stable sort), the kept
+    values are scattered, and a scatter of ones says which positions were written."""
+    from . import creation, elementwise, no_gradient, sorting  # (late: they import this module)
+
+    size = 1
+    for n in x.shape:
+        size *= n
+    cells = reshape(creation.arange(size, device=x.device), tuple(x.shape))
+    positions = _index(cells, key)
+    try:
+        value = broadcast_to(value, tuple(positions.shape))
+    except ValueError:
+        raise ValueError(f"agrad.setitem: cannot assign a value of shape {value.shape} to x[key] of shape "
+                         f"{positions.shape} (x has shape {x.shape}): it must broadcast to it") from None
+    positions, value = reshape(positions, (-1,)), reshape(value, (-1,))
+    order = sorting.argsort(positions, stable=True)
+    ordered = take(positions, order, axis=0)
+    last = concat([no_gradient.not_equal(ordered[1:], ordered[:-1]),
+                   creation.ones((1,), dtype=dtypes.ALL["bool"], device=x.device)])
+    kept = take(last, sorting.argsort(order, stable=True), axis=0)  # (the inverse permutation)
+    zero = creation.zeros((), dtype=value.dtype, device=x.device)
+    written = scatter_add(astype(kept, dtypes.ALL["int64"]), (size,), (positions,))
+    new = scatter_add(elementwise.where(kept, value, zero), (size,), (positions,))
+    out = elementwise.where(no_gradient.greater(written, 0), new, reshape(x, (-1,)))
+    return reshape(out, tuple(x.shape))
+
+
 def _expand_ellipsis(key: tuple, ndim: int) -> tuple:
     """A key without index arrays, one entry per axis of x: ``...`` spelled out as full
     slices; None and index arrays (which do not map one axis to one) make it ()."""
@@ -327,7 +716,11 @@ def _arange_beside(xp: Any, n: int, like: Any) -> Any:
 
 def scatter_add(g: ArrayLike, shape: tuple[int, ...], key: Any) -> Tensor:
     """zeros(shape) with ``g`` added at ``key``; repeated indices are summed, not dropped."""
-    return scatter_add_p(g, shape=tuple(shape), key=_normalize_key(g, key, len(shape)))
+    key = _normalize_key(g, key, len(shape))
+    if _holds_batched(key):  # (inside vmap: index arrays that differ by example)
+        template, arrays = _split_key(key)
+        return scatter_p(g, *arrays, shape=tuple(shape), key=template)
+    return scatter_add_p(g, shape=tuple(shape), key=key)
 
 
 def _normalize_key(x, key, ndim: int) -> tuple:
@@ -350,7 +743,12 @@ def _normalize_key(x, key, ndim: int) -> tuple:
         if hasattr(k, "dtype") and not isinstance(k, (int, bool)):
             xp = backend.namespace_of((x.data if isinstance(x, Tensor) else x, k), "getitem")
             if k.dtype == xp.bool:
-                out.extend(xp.nonzero(k))
+                if k.__class__ is batched.BatchedArray:
+                    raise batched.VmapError(
+                        f"agrad.vmap: a batched boolean mask as an index ({batched.describe(k)}): the number of "
+                        f"elements it selects differs from example to example, a shape that depends on the values. "
+                        f"Use agrad.where(mask, x, 0) (and a masked sum or mean) instead of x[mask]")
+                out.extend(_raw(i) for i in xp.nonzero(k))  # (the batching namespace gives Tensors)
                 continue
             if not xp.isdtype(k.dtype, "integral"):
                 raise IndexError(f"agrad.getitem: index arrays must be integer or boolean, got dtype {k.dtype}")
@@ -374,7 +772,7 @@ def getitem(x: ArrayLike, key: Any) -> Tensor:
         xp = backend.namespace_of((raw_key,), "getitem")
         keep = xp.reshape(xp.nonzero(xp.reshape(raw_key, (1,)))[0], (-1,))
         return take(expand_dims(x, axis=0), keep, axis=0)
-    return getitem_p(x, key=_normalize_key(x, key, x.ndim))
+    return _index(x, _normalize_key(x, key, x.ndim))
 
 
 def take(x: ArrayLike, indices: ArrayLike, /, *, axis: int | None = None) -> Tensor:
@@ -391,6 +789,7 @@ flip_p = primitive(
     "flip", lambda xp, x, axis: xp.flip(x, axis=axis),
     vjp=[lambda xp, g, ans, x, axis: xp.flip(g, axis=axis)], linear=True,
     view=lambda base, new, axis: flip(new, axis=axis),
+    batch=lambda xp, dims, x, axis: (flip_p(x, axis=rules.physical_axes(axis, dims[0], x.ndim - 1)), dims[0]),
 )
 
 
@@ -403,15 +802,30 @@ roll_p = primitive(
     "roll", lambda xp, x, shift, axis: xp.roll(x, shift, axis=axis),
     vjp=[lambda xp, g, ans, x, shift, axis: xp.roll(g, tuple(-s for s in shift) if isinstance(shift, tuple)
                                                     else -shift, axis=axis)], linear=True,
+    batch=lambda xp, dims, x, shift, axis: _roll_batch(dims[0], x, shift, axis),
 )
+
+
+def _roll_batch(d: int, x: Tensor, shift: Any, axis: Any) -> tuple[Tensor, int]:
+    if axis is None:  # each example rolled over its flattened elements
+        shape = tuple(x.shape)
+        flat = reshape(moveaxis(x, d, 0) if d else x, (shape[d], -1))
+        out = reshape(roll_p(flat, shift=shift, axis=1), (shape[d],) + shape[:d] + shape[d + 1:])
+        return out, 0
+    r = x.ndim - 1
+    phys = rules.physical_axis(axis, d, r) if isinstance(axis, int) else rules.physical_axes(axis, d, r)
+    return roll_p(x, shift=shift, axis=phys), d
 
 
 def roll(x: ArrayLike, /, shift: int | tuple[int, ...], *, axis: int | tuple[int, ...] | None = None) -> Tensor:
     """Shift elements along ``axis`` cyclically (None: over the flattened array)."""
     if isinstance(shift, list):
         shift = tuple(shift)
-    if axis is not None:
-        axis = normalize_axis(axis, x.ndim, "roll") if not isinstance(axis, int) else axis % x.ndim
+    if axis is not None and not isinstance(axis, int):
+        normalize_axis(axis, x.ndim, "roll")  # (the checks; the order must stay: shift[i] goes with axis[i])
+        axis = tuple(a % x.ndim for a in axis)
+    elif axis is not None:
+        axis = normalize_axis(axis, x.ndim, "roll")[0]
     return roll_p(x, shift=shift, axis=axis)
 
 
@@ -505,5 +919,5 @@ def take_along_axis(x: ArrayLike, indices: ArrayLike, /, *, axis: int = -1) -> T
         else:
             shape = tuple(x.shape[a] if b == a else 1 for b in range(x.ndim))
             key.append(xp.reshape(xp.arange(x.shape[a], device=idx.device), shape))
-    return getitem_p(x, key=tuple(key))
+    return _index(x, tuple(key))
 
