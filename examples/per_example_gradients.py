@@ -72,21 +72,6 @@ def per_example_loss(model):
     return loss
 
 
-def core_loss(model):
-    """The same loss from core ops, for a vmap without batching rules for agrad.linear and
-    nn.logistic_loss (the labels come as one-hot rows). The network's logits stay small
-    under clipped updates; this log-sum-exp takes no max (agrad.max's batching is the
-    other missing rule)."""
-    names = [k for k, _ in model.named_parameters()]
-
-    def loss(params, x, onehot):
-        w1, b1, w2, b2 = (params[k] for k in names)
-        f = agrad.tanh(x @ w1 + b1) @ w2 + b2
-        return agrad.log(agrad.sum(agrad.exp(f))) - agrad.sum(f * onehot)
-
-    return loss
-
-
 def dp_sgd_update(grads, clip, sigma, rng, batch_size):
     """DP-SGD's update direction from per-example gradients (a dict of (B, ...) Tensors):
     each example's gradient clipped to norm ``clip``, summed, Gaussian noise of std
@@ -111,20 +96,12 @@ def train(args, train_split, test_split):
     params = nn.utils.parameters_dict(model)  # {name: Tensor} sharing the model's arrays
     loader = agrad.data.DataLoader(train_split.images, train_split.labels, args.batch_size, shuffle=True,
                                    seed=args.seed)
-    eye = agrad.eye(10, dtype=args.dtype)
-    loss, labels_of, how = per_example_loss(model), (lambda y: y), "nn.logistic_loss through functional_call"
-    x0, y0 = next(iter(loader))
-    try:
-        agrad.vmap(agrad.grad(loss), in_axes=(None, 0, 0))(params, x0[:2], y0[:2])
-    except NotImplementedError as exc:  # a batching rule not written yet: core ops instead
-        loss, labels_of = core_loss(model), (lambda y: agrad.take(eye, y, axis=0))
-        how = f"core ops ({str(exc).split(';')[0]})"
+    loss = per_example_loss(model)
     per_example_grads = agrad.vmap(agrad.grad(loss), in_axes=(None, 0, 0))
     noise_rng = agrad.random.generator(args.seed + 1)
     test_x, test_y = B.from_numpy(test_split.images), B.from_numpy(test_split.labels)
     history = {"step_loss": [], "epoch": [], "eval_loss": [], "eval_accuracy": [], "epoch_seconds": [],
                "mean_gradient_norm": [], "clipped_fraction": []}
-    print(f"per-example loss: {how}", flush=True)
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
         bar = loader
@@ -133,7 +110,7 @@ def train(args, train_split, test_split):
                        mininterval=0.5, file=sys.stdout)
         norm_sum, clipped, seen, shown = 0.0, 0, 0, time.perf_counter()
         for step, (x, y) in enumerate(bar):
-            grads = per_example_grads(params, x, labels_of(y))  # {name: (B, ...)}: one gradient per example
+            grads = per_example_grads(params, x, y)  # {name: (B, ...)}: one gradient per example
             update, norms = dp_sgd_update(grads, args.clip, args.noise_multiplier, noise_rng, x.shape[0])
             with agrad.no_grad():
                 for k, u in update.items():
